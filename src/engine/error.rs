@@ -1,0 +1,28 @@
+//! The engine's error type.
+
+use crate::model::ModelError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the prompt is empty; give at least one token")]
+    EmptyPrompt,
+    #[error("the prompt has {prompt_len} tokens but the model's context is {max_context}; shorten the prompt")]
+    PromptTooLong { prompt_len: usize, max_context: usize },
+    #[error(
+        "prompt ({prompt_len} tokens) plus max_tokens ({max_tokens}) is {} tokens, over the model's context of {max_context}; lower max_tokens or shorten the prompt",
+        prompt_len + max_tokens
+    )]
+    ContextExceeded { prompt_len: usize, max_tokens: usize, max_context: usize },
+    #[error("invalid sampling parameter: {0}")]
+    Sampling(String),
+    #[error("generation stopped by the receiver: {0}")]
+    Stopped(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+impl From<candle_core::Error> for EngineError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Model(ModelError::Candle(e))
+    }
+}

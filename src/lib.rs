@@ -1,0 +1,21 @@
+//! Enclave: an on-prem, air-gapped inference and support-agent server.
+//!
+//! Layers, from the edge inwards (an arrow is "may use"):
+//!
+//! ```text
+//! main ─► bundle (model + tokenizer + defaults) ─► engine ─► model ─► model::cpu kernels
+//!                                              └─► tokenizer
+//! config, ids ◄── used by all (data only)
+//! ```
+//!
+//! `model` is pure compute: logits for a packed batch of ragged sequences against a paged KV
+//! cache. It never sees a request or a sequence. `tokenizer` never sees tensors. `engine` turns
+//! logits into tokens. Only `config` reads the environment.
+
+pub mod builtin_model;
+// TEMP pub mod bundle;
+pub mod config;
+pub mod engine;
+pub mod ids;
+pub mod model;
+pub mod tokenizer;

@@ -1,0 +1,133 @@
+//! `ForwardBatch`: the packed input of one model step, ragged sequences side by side.
+//!
+//! Owns the layout contract between whoever schedules (the engine, a test) and the model:
+//! every row of `input_ids` has its position and cache slot, and each sequence has its query
+//! range (`cu_seqlens`), its context length and its block table. Knows nothing of requests.
+//! Invariant (checked by `validate`): the last `query_len` positions of each sequence are its
+//! rows, in order, and each row's slot is the one its block table gives for its position.
+
+use crate::ids::{BlockId, TokenId};
+
+use super::error::{ModelError, Result};
+
+/// Which rows the model turns into logits. The LM head is the largest matmul of a decode step,
+/// so only the rows a caller will sample from are computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogitsRows {
+    /// The last row of every sequence (what sampling needs).
+    LastOfEachSequence,
+    /// Every row (prompt logprobs, reference tests).
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct ForwardBatch {
+    pub input_ids: Vec<TokenId>,
+    pub positions: Vec<u32>,
+    pub slot_mapping: Vec<u32>,
+    /// Sequence `i` owns rows `cu_seqlens[i]..cu_seqlens[i + 1]`.
+    pub cu_seqlens: Vec<u32>,
+    /// Tokens in the cache for each sequence once this step is written.
+    pub context_lens: Vec<u32>,
+    pub block_tables: Vec<Vec<BlockId>>,
+    pub logits_rows: LogitsRows,
+}
+
+/// One sequence's part of a step: the tokens to compute now, after `num_computed_tokens`
+/// already in the cache.
+#[derive(Debug, Clone)]
+pub struct SequenceChunk<'a> {
+    pub tokens: &'a [TokenId],
+    pub num_computed_tokens: usize,
+    pub block_table: &'a [BlockId],
+}
+
+impl ForwardBatch {
+    pub fn from_chunks(chunks: &[SequenceChunk<'_>], block_size: usize, logits_rows: LogitsRows) -> Self {
+        let mut b = Self {
+            input_ids: Vec::new(),
+            positions: Vec::new(),
+            slot_mapping: Vec::new(),
+            cu_seqlens: vec![0],
+            context_lens: Vec::new(),
+            block_tables: Vec::new(),
+            logits_rows,
+        };
+        for c in chunks {
+            for (i, &tok) in c.tokens.iter().enumerate() {
+                let pos = c.num_computed_tokens + i;
+                b.input_ids.push(tok);
+                b.positions.push(pos as u32);
+                let slot = c
+                    .block_table
+                    .get(pos / block_size)
+                    .map_or(u32::MAX, |blk| blk.0 * block_size as u32 + (pos % block_size) as u32);
+                b.slot_mapping.push(slot);
+            }
+            b.cu_seqlens.push(b.input_ids.len() as u32);
+            b.context_lens.push((c.num_computed_tokens + c.tokens.len()) as u32);
+            b.block_tables.push(c.block_table.to_vec());
+        }
+        b
+    }
+
+    pub fn num_tokens(&self) -> usize {
+        self.input_ids.len()
+    }
+
+    pub fn num_seqs(&self) -> usize {
+        self.context_lens.len()
+    }
+
+    /// The rows whose logits are returned, in output order.
+    pub fn logits_indices(&self) -> Vec<u32> {
+        match self.logits_rows {
+            LogitsRows::All => (0..self.num_tokens() as u32).collect(),
+            LogitsRows::LastOfEachSequence => self.cu_seqlens[1..].iter().map(|e| e - 1).collect(),
+        }
+    }
+
+    pub fn validate(&self, block_size: usize, num_blocks: usize, vocab_size: usize) -> Result<()> {
+        let bad = |m: String| Err(ModelError::Batch(m));
+        let n = self.num_tokens();
+        if n == 0 {
+            return bad("the batch has no tokens".into());
+        }
+        if self.positions.len() != n || self.slot_mapping.len() != n {
+            return bad("input_ids, positions and slot_mapping differ in length".into());
+        }
+        if self.cu_seqlens.len() != self.num_seqs() + 1 || self.block_tables.len() != self.num_seqs() {
+            return bad("cu_seqlens, context_lens and block_tables disagree on the number of sequences".into());
+        }
+        if self.cu_seqlens.first() != Some(&0) || self.cu_seqlens.last() != Some(&(n as u32)) {
+            return bad("cu_seqlens must start at 0 and end at the number of tokens".into());
+        }
+        for (i, tok) in self.input_ids.iter().enumerate() {
+            if tok.0 as usize >= vocab_size {
+                return bad(format!("token id {} at row {i} is outside the vocabulary of {vocab_size}", tok.0));
+            }
+        }
+        for s in 0..self.num_seqs() {
+            let (start, end) = (self.cu_seqlens[s] as usize, self.cu_seqlens[s + 1] as usize);
+            let ctx = self.context_lens[s] as usize;
+            if end <= start || end - start > ctx {
+                return bad(format!("sequence {s}: {} query rows for a context of {ctx}", end.saturating_sub(start)));
+            }
+            let table = &self.block_tables[s];
+            if table.len() * block_size < ctx {
+                return bad(format!("sequence {s}: {} blocks cannot hold {ctx} tokens", table.len()));
+            }
+            if let Some(b) = table.iter().find(|b| b.0 as usize >= num_blocks) {
+                return bad(format!("sequence {s}: {b} is outside the cache of {num_blocks} blocks"));
+            }
+            for (r, row) in (start..end).enumerate() {
+                let pos = ctx - (end - start) + r;
+                let expect = table[pos / block_size].0 as usize * block_size + pos % block_size;
+                if self.positions[row] as usize != pos || self.slot_mapping[row] as usize != expect {
+                    return bad(format!("sequence {s}, row {row}: position or slot disagrees with its block table"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! CPU kernels: the dense linear layer over mapped weights, and paged attention over the KV
+//! cache blocks.
+//!
+//! Plain slices in, plain slices out: nothing here knows about candle tensors, files or
+//! sequences. Parallelism is rayon's global pool, which candle's CPU ops share, so the two never
+//! oversubscribe the cores.
+
+pub mod attention;
+pub mod linear;
+pub mod simd;

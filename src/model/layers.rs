@@ -1,0 +1,182 @@
+//! The building blocks of a decoder: linear layers over mapped weights, RMSNorm, the token
+//! embedding and the gated MLP.
+//!
+//! Activations are f32 candle tensors; weights stay in their file's dtype and are read by the
+//! CPU kernels in place. Depends on `weights` and `cpu`, never on a sequence or a request.
+
+use candle_core::{CpuStorage, Device, Storage, Tensor};
+
+use super::cpu::linear::{linear, MatRef};
+use super::error::{ModelError, Result};
+use super::weights::{WeightDtype, WeightView, Weights};
+use half::{bf16, f16};
+
+/// Runs `f` on the f32 elements of a contiguous CPU tensor without copying them.
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => {
+            let n = layout.shape().elem_count();
+            Ok(f(&v[layout.start_offset()..layout.start_offset() + n]))
+        }
+        _ => Err(ModelError::Candle(candle_core::Error::Msg(format!(
+            "expected an f32 CPU tensor, found {:?} on {:?}",
+            t.dtype(),
+            t.device()
+        )))),
+    }
+}
+
+/// A weight matrix readable by the kernels: mapped when the file is aligned, else an owned
+/// f32 copy (rare; only odd writers misalign tensors).
+enum Matrix {
+    Mapped(WeightView),
+    Owned(Vec<f32>),
+}
+
+impl Matrix {
+    fn new(view: WeightView) -> Self {
+        let aligned = match view.dtype {
+            WeightDtype::F32 => view.typed::<f32>().is_some(),
+            WeightDtype::F16 => view.typed::<f16>().is_some(),
+            WeightDtype::Bf16 => view.typed::<bf16>().is_some(),
+        };
+        if aligned {
+            Self::Mapped(view)
+        } else {
+            Self::Owned(view.to_f32_vec())
+        }
+    }
+
+    fn as_ref(&self) -> MatRef<'_> {
+        match self {
+            Self::Owned(v) => MatRef::F32(v),
+            // Alignment was checked in `new`, so the typed views exist.
+            Self::Mapped(v) => match v.dtype {
+                WeightDtype::F32 => MatRef::F32(v.typed().unwrap_or_default()),
+                WeightDtype::F16 => MatRef::F16(v.typed().unwrap_or_default()),
+                WeightDtype::Bf16 => MatRef::Bf16(v.typed().unwrap_or_default()),
+            },
+        }
+    }
+
+    fn dtype(&self) -> WeightDtype {
+        match self {
+            Self::Owned(_) => WeightDtype::F32,
+            Self::Mapped(v) => v.dtype,
+        }
+    }
+}
+
+pub struct Linear {
+    weight: Matrix,
+    bias: Option<Tensor>,
+    in_features: usize,
+    out_features: usize,
+}
+
+impl Linear {
+    /// Loads `{prefix}.weight` (`[out, in]`) and, when `bias`, `{prefix}.bias`.
+    pub fn load(w: &Weights, prefix: &str, in_features: usize, out_features: usize, bias: bool, device: &Device) -> Result<Self> {
+        let view = w.get(&format!("{prefix}.weight"))?;
+        view.expect_shape(&[out_features, in_features])?;
+        let bias = if bias { Some(load_vector(w, &format!("{prefix}.bias"), out_features, device)?) } else { None };
+        Ok(Self::from_view(view, bias))
+    }
+
+    /// A linear layer over an already-checked `[out, in]` view (the tied LM head).
+    pub fn from_view(view: WeightView, bias: Option<Tensor>) -> Self {
+        let (out_features, in_features) = (view.shape[0], view.shape[1]);
+        Self { weight: Matrix::new(view), bias, in_features, out_features }
+    }
+
+    pub fn weight_dtype(&self) -> WeightDtype {
+        self.weight.dtype()
+    }
+
+    /// `x`: `[rows, in]` → `[rows, out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = x.dim(0)?;
+        let mut out = vec![0f32; rows * self.out_features];
+        with_f32(x, |xs| linear(xs, rows, self.in_features, self.weight.as_ref(), self.out_features, &mut out))?;
+        let y = Tensor::from_vec(out, (rows, self.out_features), x.device())?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// A 1-D tensor of `len` elements, widened to f32.
+pub fn load_vector(w: &Weights, name: &str, len: usize, device: &Device) -> Result<Tensor> {
+    let view = w.get(name)?;
+    view.expect_shape(&[len])?;
+    Ok(Tensor::from_vec(view.to_f32_vec(), len, device)?)
+}
+
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(w: &Weights, name: &str, len: usize, eps: f64, device: &Device) -> Result<Self> {
+        Ok(Self { weight: load_vector(w, name, len, device)?, eps: eps as f32 })
+    }
+
+    /// Normalises over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?)
+    }
+}
+
+/// The token embedding, read row by row from the mapping (and reused as the LM head when
+/// the model ties them).
+pub struct Embedding {
+    view: WeightView,
+    hidden: usize,
+}
+
+impl Embedding {
+    pub fn load(w: &Weights, name: &str, vocab: usize, hidden: usize) -> Result<Self> {
+        let view = w.get(name)?;
+        view.expect_shape(&[vocab, hidden])?;
+        Ok(Self { view, hidden })
+    }
+
+    pub fn view(&self) -> &WeightView {
+        &self.view
+    }
+
+    pub fn forward(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        let mut out = vec![0f32; ids.len() * self.hidden];
+        for (row, &id) in out.chunks_exact_mut(self.hidden).zip(ids) {
+            self.view.row_to_f32(id as usize, row);
+        }
+        Ok(Tensor::from_vec(out, (ids.len(), self.hidden), device)?)
+    }
+}
+
+/// `down(silu(gate(x)) * up(x))`.
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn load(w: &Weights, prefix: &str, hidden: usize, intermediate: usize, bias: bool, device: &Device) -> Result<Self> {
+        Ok(Self {
+            gate_proj: Linear::load(w, &format!("{prefix}.gate_proj"), hidden, intermediate, bias, device)?,
+            up_proj: Linear::load(w, &format!("{prefix}.up_proj"), hidden, intermediate, bias, device)?,
+            down_proj: Linear::load(w, &format!("{prefix}.down_proj"), intermediate, hidden, bias, device)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        let up = self.up_proj.forward(x)?;
+        self.down_proj.forward(&(gate * up)?)
+    }
+}

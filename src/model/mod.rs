@@ -1,0 +1,58 @@
+//! Models: finding them on disk, loading their weights and computing logits for a packed batch
+//! of ragged sequences against a paged KV cache.
+//!
+//! A model is a pure function of (weights, `ForwardBatch`, `KvCache`): it never sees a
+//! request, a sequence or a block allocator. Must not depend on `engine`, `tokenizer` or any
+//! serving layer.
+
+pub mod arch;
+pub mod attention;
+pub mod batch;
+pub mod config;
+pub mod cpu;
+pub mod error;
+pub mod kv_cache;
+pub mod layers;
+pub mod rope;
+pub mod source;
+pub mod weights;
+
+use candle_core::Tensor;
+
+pub use batch::{ForwardBatch, LogitsRows, SequenceChunk};
+pub use config::{Architecture, GenerationDefaults, ModelConfig};
+pub use error::ModelError;
+pub use kv_cache::{KvCache, KvCacheSpec, KvDtype};
+pub use weights::{WeightDtype, Weights};
+
+/// A causal language model over the paged KV cache.
+pub trait CausalLm: Send + Sync {
+    fn config(&self) -> &ModelConfig;
+
+    /// The dtype the large matrices are stored in.
+    fn weight_dtype(&self) -> WeightDtype;
+
+    /// Writes this step's keys and values into `kv_cache` and returns f32 logits,
+    /// `[rows, vocab_size]`, for the rows `batch.logits_rows` selects.
+    fn forward(&self, batch: &ForwardBatch, kv_cache: &mut KvCache) -> Result<Tensor, ModelError>;
+
+    /// The cache geometry this model needs, for `num_blocks` blocks of `block_size` tokens.
+    fn kv_cache_spec(&self, num_blocks: usize, block_size: usize, dtype: KvDtype) -> KvCacheSpec {
+        let c = self.config();
+        KvCacheSpec {
+            num_layers: c.num_hidden_layers,
+            num_kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            block_size,
+            num_blocks,
+            dtype,
+        }
+    }
+}
+
+/// Loads the architecture named by `config.json` in `dir` over its mapped weights.
+pub fn load_causal_lm(dir: &std::path::Path, device: &candle_core::Device) -> Result<Box<dyn CausalLm>, ModelError> {
+    let cfg = ModelConfig::from_file(&config::config_path(dir))?;
+    let weights = Weights::open_dir(dir)?;
+    arch::load(&cfg, &weights, device)
+}
