@@ -104,12 +104,20 @@ impl BuiltinShape {
     fn tensors(&self) -> Vec<(String, Vec<usize>)> {
         let (h, i, hd) = (self.hidden_size, self.intermediate_size, self.head_dim());
         let (q, kv) = (self.num_attention_heads * hd, self.num_key_value_heads * hd);
-        let mut t = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab_size, h])];
+        let mut t = vec![(
+            "model.embed_tokens.weight".to_string(),
+            vec![self.vocab_size, h],
+        )];
         for l in 0..self.num_hidden_layers {
             let p = format!("model.layers.{l}");
             t.push((format!("{p}.input_layernorm.weight"), vec![h]));
             t.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-            for (name, out, inp) in [("q_proj", q, h), ("k_proj", kv, h), ("v_proj", kv, h), ("o_proj", h, q)] {
+            for (name, out, inp) in [
+                ("q_proj", q, h),
+                ("k_proj", kv, h),
+                ("v_proj", kv, h),
+                ("o_proj", h, q),
+            ] {
                 t.push((format!("{p}.self_attn.{name}.weight"), vec![out, inp]));
             }
             if self.model_type == "qwen2" {
@@ -151,7 +159,10 @@ impl BuiltinShape {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuiltinModelError + '_ {
-    move |source| BuiltinModelError::Io { path: path.to_path_buf(), source }
+    move |source| BuiltinModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
@@ -180,7 +191,8 @@ pub fn write_model_dir(dir: &Path, shape: &BuiltinShape, seed: u64) -> Result<()
     )?;
     write_tokenizer(&dir.join("tokenizer.json"))?;
     let readme = dir.join("README.md");
-    std::fs::write(&readme, format!("# {BUILTIN_MODEL_NAME}\n\n{NOTICE}\n")).map_err(io_err(&readme))?;
+    std::fs::write(&readme, format!("# {BUILTIN_MODEL_NAME}\n\n{NOTICE}\n"))
+        .map_err(io_err(&readme))?;
     write_random_safetensors(&dir.join("model.safetensors"), shape, seed)
 }
 
@@ -189,7 +201,11 @@ pub fn write_model_dir(dir: &Path, shape: &BuiltinShape, seed: u64) -> Result<()
 fn write_tokenizer(path: &Path) -> Result<()> {
     let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
     alphabet.sort_unstable();
-    let vocab: Vocab = alphabet.iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
+    let vocab: Vocab = alphabet
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), i as u32))
+        .collect();
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, vec![])
         .build()
@@ -197,9 +213,14 @@ fn write_tokenizer(path: &Path) -> Result<()> {
     let mut tok = Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     tok.with_decoder(Some(ByteLevel::default()));
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect();
-    tok.add_special_tokens(specials);
-    tok.save(path, true).map_err(|e| BuiltinModelError::Tokenizer(format!("{}: {e}", path.display())))
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS
+        .iter()
+        .map(|s| AddedToken::from(*s, true))
+        .collect();
+    tok.add_special_tokens(specials)
+        .map_err(|e| BuiltinModelError::Tokenizer(e.to_string()))?;
+    tok.save(path, true)
+        .map_err(|e| BuiltinModelError::Tokenizer(format!("{}: {e}", path.display())))
 }
 
 /// Streams random weights to disk so that writing a multi-gigabyte model needs no more memory
@@ -214,27 +235,40 @@ fn write_random_safetensors(path: &Path, shape: &BuiltinShape, seed: u64) -> Res
         WeightDtype::Bf16 => "BF16",
     };
     let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), json!({"format": "pt", "notice": NOTICE}));
+    header.insert(
+        "__metadata__".into(),
+        json!({"format": "pt", "notice": NOTICE}),
+    );
     let mut offset = 0usize;
     for (name, dims) in &tensors {
         let bytes = dims.iter().product::<usize>() * esz;
-        header.insert(name.clone(), json!({"dtype": dtype, "shape": dims, "data_offsets": [offset, offset + bytes]}));
+        header.insert(
+            name.clone(),
+            json!({"dtype": dtype, "shape": dims, "data_offsets": [offset, offset + bytes]}),
+        );
         offset += bytes;
     }
-    let mut header = serde_json::to_string(&header).unwrap_or_default().into_bytes();
+    let mut header = serde_json::to_string(&header)
+        .unwrap_or_default()
+        .into_bytes();
     // Padding the header to 8 bytes keeps every tensor aligned for in-place reads.
     while header.len() % 8 != 0 {
         header.push(b' ');
     }
     let file = std::fs::File::create(path).map_err(io_err(path))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io_err(path))?;
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io_err(path))?;
     out.write_all(&header).map_err(io_err(path))?;
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut buf = Vec::with_capacity(1 << 16);
     for (name, dims) in &tensors {
         let is_norm = dims.len() == 1 && name.ends_with("norm.weight");
-        let scale = if dims.len() == 2 { (3.0 / dims[1] as f32).sqrt() } else { 0.02 };
+        let scale = if dims.len() == 2 {
+            (3.0 / dims[1] as f32).sqrt()
+        } else {
+            0.02
+        };
         let mut left = dims.iter().product::<usize>();
         while left > 0 {
             let n = left.min(8192);

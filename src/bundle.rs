@@ -13,7 +13,7 @@ use crate::config::PathsConfig;
 use crate::ids::TokenId;
 use crate::model::config::eos_ids_from_config;
 use crate::model::source::ModelSource;
-use crate::model::{load_causal_lm, CausalLm, GenerationDefaults, ModelError};
+use crate::model::{load_causal_lm, CausalLm, GenerationDefaults, ModelConfig, ModelError};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,12 @@ pub enum BundleError {
     #[error(
         "{tokenizer}: the tokenizer produces ids up to {tokenizer_vocab}, but `vocab_size` in {config} is {vocab_size}; the tokenizer does not belong to this model"
     )]
-    VocabMismatch { tokenizer: PathBuf, tokenizer_vocab: usize, config: PathBuf, vocab_size: usize },
+    VocabMismatch {
+        tokenizer: PathBuf,
+        tokenizer_vocab: usize,
+        config: PathBuf,
+        vocab_size: usize,
+    },
 }
 
 pub struct ModelBundle {
@@ -44,8 +49,9 @@ impl ModelBundle {
     pub fn load(source: &ModelSource, device: &Device) -> Result<Self, BundleError> {
         let dir = &source.dir;
         let tokenizer = Tokenizer::from_dir(dir)?;
-        let model = load_causal_lm(dir, device)?;
-        let vocab_size = model.config().vocab_size;
+        // Checked before the weights load, so that a mismatched tokenizer is reported as such
+        // rather than as whatever tensor shape it happens to break first.
+        let vocab_size = ModelConfig::from_file(&dir.join("config.json"))?.vocab_size;
         if tokenizer.vocab_size() > vocab_size {
             return Err(BundleError::VocabMismatch {
                 tokenizer: dir.join("tokenizer.json"),
@@ -54,6 +60,7 @@ impl ModelBundle {
                 vocab_size,
             });
         }
+        let model = load_causal_lm(dir, device)?;
         let generation = GenerationDefaults::from_file(&dir.join("generation_config.json"))?;
         let mut stop: Vec<u32> = generation.eos_token_ids.clone();
         stop.extend(eos_ids_from_config(&dir.join("config.json"))?);
@@ -82,7 +89,10 @@ pub fn ensure_builtin_model(paths: &PathsConfig) -> Result<ModelSource, BundleEr
     if !dir.join("model.safetensors").is_file() || !dir.join("tokenizer.json").is_file() {
         write_model_dir(&dir, &BuiltinShape::tiny(), 0x5eed)?;
     }
-    Ok(ModelSource { name: BUILTIN_MODEL_NAME.to_string(), dir })
+    Ok(ModelSource {
+        name: BUILTIN_MODEL_NAME.to_string(),
+        dir,
+    })
 }
 
 /// `spec` as `--model` takes it; `None`, or the built-in's name, gives the built-in model.

@@ -21,7 +21,11 @@ pub struct PathsConfig {
 
 impl PathsConfig {
     pub fn resolve(data_dir: Option<PathBuf>, models_dir: Option<PathBuf>) -> Self {
-        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let home = env("HOME");
         let data_dir = data_dir
             .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("enclave")))
@@ -38,11 +42,16 @@ impl PathsConfig {
     }
 
     pub fn locator(&self) -> ModelLocator {
-        ModelLocator { models_dir: self.models_dir.clone(), hf_hub_cache: self.hf_hub_cache.clone() }
+        ModelLocator {
+            models_dir: self.models_dir.clone(),
+            hf_hub_cache: self.hf_hub_cache.clone(),
+        }
     }
 
     /// Where the built-in random test model is written on first use.
     pub fn builtin_model_dir(&self) -> PathBuf {
-        self.data_dir.join("models").join(crate::builtin_model::BUILTIN_MODEL_NAME)
+        self.data_dir
+            .join("models")
+            .join(crate::builtin_model::BUILTIN_MODEL_NAME)
     }
 }

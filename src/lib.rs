@@ -13,7 +13,7 @@
 //! logits into tokens. Only `config` reads the environment.
 
 pub mod builtin_model;
-// TEMP pub mod bundle;
+pub mod bundle;
 pub mod config;
 pub mod engine;
 pub mod ids;

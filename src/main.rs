@@ -18,7 +18,11 @@ use enclave::model::{KvDtype, WeightDtype};
 use enclave::tokenizer::{ChatInput, IncrementalDetokenizer};
 
 #[derive(Parser)]
-#[command(name = "enclave", version, about = "On-prem, air-gapped inference and support-agent server")]
+#[command(
+    name = "enclave",
+    version,
+    about = "On-prem, air-gapped inference and support-agent server"
+)]
 struct Cli {
     #[command(flatten)]
     paths: PathArgs,
@@ -32,7 +36,12 @@ struct PathArgs {
     #[arg(long, global = true, env = "ENCLAVE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Folder whose subfolders are models, each served under its folder name
-    #[arg(long, global = true, env = "ENCLAVE_MODELS_DIR", default_value = "models")]
+    #[arg(
+        long,
+        global = true,
+        env = "ENCLAVE_MODELS_DIR",
+        default_value = "models"
+    )]
     models_dir: PathBuf,
 }
 
@@ -100,7 +109,10 @@ fn parse_kv_dtype(s: &str) -> Result<KvDtype, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ENCLAVE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ENCLAVE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let paths = PathsConfig::resolve(cli.paths.data_dir, Some(cli.paths.models_dir));
@@ -133,15 +145,31 @@ fn run_generate(paths: &PathsConfig, args: GenerateArgs) -> Result<()> {
             messages.push(serde_json::json!({"role": "system", "content": system}));
         }
         messages.push(serde_json::json!({"role": "user", "content": args.prompt}));
-        let input = ChatInput { messages, tools: None, add_generation_prompt: true, kwargs: Default::default(), now: None };
-        tok.encode_chat(&input)
-            .with_context(|| format!("{} has no usable chat template; pass --raw to complete plain text", source.dir.display()))?
+        let input = ChatInput {
+            messages,
+            tools: None,
+            add_generation_prompt: true,
+            kwargs: Default::default(),
+            now: None,
+        };
+        tok.encode_chat(&input).with_context(|| {
+            format!(
+                "{} has no usable chat template; pass --raw to complete plain text",
+                source.dir.display()
+            )
+        })?
     };
     let g = &bundle.generation;
     let sampled = g.do_sample != Some(false);
     let sampling = SamplingParams {
-        temperature: args.temperature.or(g.temperature.filter(|_| sampled).map(|t| t as f32)).unwrap_or(0.0),
-        top_p: args.top_p.or(g.top_p.filter(|_| sampled).map(|p| p as f32)).unwrap_or(1.0),
+        temperature: args
+            .temperature
+            .or(g.temperature.filter(|_| sampled).map(|t| t as f32))
+            .unwrap_or(0.0),
+        top_p: args
+            .top_p
+            .or(g.top_p.filter(|_| sampled).map(|p| p as f32))
+            .unwrap_or(1.0),
         top_k: args.top_k.or(g.top_k.filter(|_| sampled)),
         seed: args.seed,
     };
@@ -156,12 +184,19 @@ fn run_generate(paths: &PathsConfig, args: GenerateArgs) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let out = generate(bundle.model.as_ref(), &prompt, &params, &mut |id| {
         let piece = detok.push(tok, id).map_err(|e| e.to_string())?;
-        stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).map_err(|e| e.to_string())
+        stdout
+            .write_all(piece.as_bytes())
+            .and_then(|_| stdout.flush())
+            .map_err(|e| e.to_string())
     })?;
     let tail = detok.finish(tok)?;
     writeln!(stdout, "{tail}").context("writing to stdout")?;
     let n = out.tokens.len();
-    let decode_rate = if n > 1 && out.decode_secs > 0.0 { (n - 1) as f64 / out.decode_secs } else { 0.0 };
+    let decode_rate = if n > 1 && out.decode_secs > 0.0 {
+        (n - 1) as f64 / out.decode_secs
+    } else {
+        0.0
+    };
     eprintln!(
         "{n} tokens ({:?}); prefill {} tokens at {:.1} tok/s; decode {:.1} tok/s",
         out.finish_reason,
@@ -175,7 +210,10 @@ fn run_generate(paths: &PathsConfig, args: GenerateArgs) -> Result<()> {
 fn run_models(paths: &PathsConfig) -> Result<()> {
     let mut sources = vec![resolve_model(paths, None)?];
     sources.extend(paths.locator().discover());
-    println!("{:<28} {:<8} {:>10} {:<6} {:>8}  PATH", "NAME", "ARCH", "PARAMS", "DTYPE", "CONTEXT");
+    println!(
+        "{:<28} {:<8} {:>10} {:<6} {:>8}  PATH",
+        "NAME", "ARCH", "PARAMS", "DTYPE", "CONTEXT"
+    );
     for s in sources {
         match ModelInfo::read(&s) {
             Ok(i) => println!(
@@ -210,7 +248,10 @@ fn run_write_test_model(args: WriteTestModelArgs) -> Result<()> {
         other => bail!("`--dtype {other}` is not supported; use f32, bf16 or f16"),
     };
     let shape = match args.shape.as_str() {
-        "tiny" => BuiltinShape { dtype, ..BuiltinShape::tiny() },
+        "tiny" => BuiltinShape {
+            dtype,
+            ..BuiltinShape::tiny()
+        },
         "qwen2.5-0.5b" => BuiltinShape::qwen2_5_0_5b(dtype),
         other => bail!("`--shape {other}` is not known; use tiny or qwen2.5-0.5b"),
     };

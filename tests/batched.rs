@@ -18,8 +18,12 @@ fn packed_prefill_and_decode_equal_one_sequence_at_a_time() -> Result<()> {
     for variant in VARIANTS {
         let model = load_causal_lm(&common::fixture_model(variant), &Device::Cpu)?;
         let r = Reference::load(variant)?;
-        let prompts: Vec<Vec<TokenId>> = (0..r.num_prompts).map(|i| r.ids(&format!("p{i}.input_ids"))).collect::<Result<_>>()?;
-        let decodes: Vec<Vec<TokenId>> = (0..r.num_prompts).map(|i| r.ids(&format!("p{i}.decode_ids"))).collect::<Result<_>>()?;
+        let prompts: Vec<Vec<TokenId>> = (0..r.num_prompts)
+            .map(|i| r.ids(&format!("p{i}.input_ids")))
+            .collect::<Result<_>>()?;
+        let decodes: Vec<Vec<TokenId>> = (0..r.num_prompts)
+            .map(|i| r.ids(&format!("p{i}.decode_ids")))
+            .collect::<Result<_>>()?;
         let alone: Vec<(Tensor, Vec<Tensor>)> = prompts
             .iter()
             .zip(&decodes)
@@ -27,17 +31,31 @@ fn packed_prefill_and_decode_equal_one_sequence_at_a_time() -> Result<()> {
             .collect::<Result<_>>()?;
 
         let mut pager = Pager::new(model.as_ref(), BLOCK, 64, KvDtype::F32)?;
-        let tables: Vec<_> = prompts.iter().zip(&decodes).map(|(p, d)| pager.table((p.len() + d.len()).div_ceil(BLOCK))).collect();
+        let tables: Vec<_> = prompts
+            .iter()
+            .zip(&decodes)
+            .map(|(p, d)| pager.table((p.len() + d.len()).div_ceil(BLOCK)))
+            .collect();
         let chunks: Vec<SequenceChunk> = prompts
             .iter()
             .zip(&tables)
-            .map(|(p, t)| SequenceChunk { tokens: p, num_computed_tokens: 0, block_table: t })
+            .map(|(p, t)| SequenceChunk {
+                tokens: p,
+                num_computed_tokens: 0,
+                block_table: t,
+            })
             .collect();
-        let packed = model.forward(&ForwardBatch::from_chunks(&chunks, BLOCK, LogitsRows::All), &mut pager.cache)?;
+        let packed = model.forward(
+            &ForwardBatch::from_chunks(&chunks, BLOCK, LogitsRows::All),
+            &mut pager.cache,
+        )?;
         let mut row = 0;
         for (i, p) in prompts.iter().enumerate() {
             let d = max_abs_diff(&packed.narrow(0, row, p.len())?, &alone[i].0)?;
-            assert!(d <= TOLERANCE, "{variant}: prompt {i} prefill differs by {d} when packed");
+            assert!(
+                d <= TOLERANCE,
+                "{variant}: prompt {i} prefill differs by {d} when packed"
+            );
             row += p.len();
         }
         for j in 0..decodes[0].len() {
@@ -48,10 +66,16 @@ fn packed_prefill_and_decode_equal_one_sequence_at_a_time() -> Result<()> {
                     block_table: &tables[i],
                 })
                 .collect();
-            let out = model.forward(&ForwardBatch::from_chunks(&chunks, BLOCK, LogitsRows::LastOfEachSequence), &mut pager.cache)?;
+            let out = model.forward(
+                &ForwardBatch::from_chunks(&chunks, BLOCK, LogitsRows::LastOfEachSequence),
+                &mut pager.cache,
+            )?;
             for i in 0..prompts.len() {
                 let d = max_abs_diff(&out.get(i)?, &alone[i].1[j])?;
-                assert!(d <= TOLERANCE, "{variant}: prompt {i} decode step {j} differs by {d} when batched");
+                assert!(
+                    d <= TOLERANCE,
+                    "{variant}: prompt {i} decode step {j} differs by {d} when batched"
+                );
             }
         }
     }
@@ -72,8 +96,15 @@ fn chunked_prefill_mixed_with_decode_matches() -> Result<()> {
     let mut pager = Pager::new(model.as_ref(), BLOCK, 64, KvDtype::F32)?;
     let t_short = pager.table((short.len() + short_decode.len()).div_ceil(BLOCK));
     let t_long = pager.table(long.len().div_ceil(BLOCK));
-    let prefill = SequenceChunk { tokens: &short, num_computed_tokens: 0, block_table: &t_short };
-    model.forward(&ForwardBatch::from_chunks(&[prefill], BLOCK, LogitsRows::LastOfEachSequence), &mut pager.cache)?;
+    let prefill = SequenceChunk {
+        tokens: &short,
+        num_computed_tokens: 0,
+        block_table: &t_short,
+    };
+    model.forward(
+        &ForwardBatch::from_chunks(&[prefill], BLOCK, LogitsRows::LastOfEachSequence),
+        &mut pager.cache,
+    )?;
 
     // Chunks of 17 tokens (not a multiple of the block size) beside one decode token each.
     let mut done = 0;
@@ -81,12 +112,26 @@ fn chunked_prefill_mixed_with_decode_matches() -> Result<()> {
     while done < long.len() {
         let n = 17.min(long.len() - done);
         let chunks = [
-            SequenceChunk { tokens: std::slice::from_ref(&short_decode[step]), num_computed_tokens: short.len() + step, block_table: &t_short },
-            SequenceChunk { tokens: &long[done..done + n], num_computed_tokens: done, block_table: &t_long },
+            SequenceChunk {
+                tokens: std::slice::from_ref(&short_decode[step]),
+                num_computed_tokens: short.len() + step,
+                block_table: &t_short,
+            },
+            SequenceChunk {
+                tokens: &long[done..done + n],
+                num_computed_tokens: done,
+                block_table: &t_long,
+            },
         ];
-        let out = model.forward(&ForwardBatch::from_chunks(&chunks, BLOCK, LogitsRows::All), &mut pager.cache)?;
+        let out = model.forward(
+            &ForwardBatch::from_chunks(&chunks, BLOCK, LogitsRows::All),
+            &mut pager.cache,
+        )?;
         let d = max_abs_diff(&out.get(0)?, &short_steps[step])?;
-        assert!(d <= TOLERANCE, "decode step {step} beside a prefill chunk differs by {d}");
+        assert!(
+            d <= TOLERANCE,
+            "decode step {step} beside a prefill chunk differs by {d}"
+        );
         let d = max_abs_diff(&out.narrow(0, 1, n)?, &long_alone.narrow(0, done, n)?)?;
         assert!(d <= TOLERANCE, "prefill chunk at {done} differs by {d}");
         done += n;

@@ -14,19 +14,29 @@ const TOLERANCE: f32 = 1e-4;
 fn check_variant(variant: &str, block_size: usize) -> Result<f32> {
     let model = load_causal_lm(&common::fixture_model(variant), &Device::Cpu)?;
     let reference = Reference::load(variant)?;
-    assert!(reference.num_prompts >= 3, "{variant}: fixture has {} prompts", reference.num_prompts);
+    assert!(
+        reference.num_prompts >= 3,
+        "{variant}: fixture has {} prompts",
+        reference.num_prompts
+    );
     let mut worst = 0f32;
     for i in 0..reference.num_prompts {
         let prompt = reference.ids(&format!("p{i}.input_ids"))?;
         let decode = reference.ids(&format!("p{i}.decode_ids"))?;
         let (prefill, steps) = run_alone(model.as_ref(), &prompt, &decode, block_size)?;
-        let d = max_abs_diff(&prefill, &reference.logits(&format!("p{i}.prefill_logits"))?)?;
+        let d = max_abs_diff(
+            &prefill,
+            &reference.logits(&format!("p{i}.prefill_logits"))?,
+        )?;
         assert!(d <= TOLERANCE, "{variant} prompt {i}: prefill max diff {d}");
         worst = worst.max(d);
         let expected = reference.logits(&format!("p{i}.decode_logits"))?;
         for (j, step) in steps.iter().enumerate() {
             let d = max_abs_diff(step, &expected.get(j)?)?;
-            assert!(d <= TOLERANCE, "{variant} prompt {i} decode step {j}: max diff {d}");
+            assert!(
+                d <= TOLERANCE,
+                "{variant} prompt {i} decode step {j}: max diff {d}"
+            );
             worst = worst.max(d);
         }
     }

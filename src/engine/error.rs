@@ -7,12 +7,19 @@ pub enum EngineError {
     #[error("the prompt is empty; give at least one token")]
     EmptyPrompt,
     #[error("the prompt has {prompt_len} tokens but the model's context is {max_context}; shorten the prompt")]
-    PromptTooLong { prompt_len: usize, max_context: usize },
+    PromptTooLong {
+        prompt_len: usize,
+        max_context: usize,
+    },
     #[error(
         "prompt ({prompt_len} tokens) plus max_tokens ({max_tokens}) is {} tokens, over the model's context of {max_context}; lower max_tokens or shorten the prompt",
         prompt_len + max_tokens
     )]
-    ContextExceeded { prompt_len: usize, max_tokens: usize, max_context: usize },
+    ContextExceeded {
+        prompt_len: usize,
+        max_tokens: usize,
+        max_context: usize,
+    },
     #[error("invalid sampling parameter: {0}")]
     Sampling(String),
     #[error("generation stopped by the receiver: {0}")]

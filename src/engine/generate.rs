@@ -50,11 +50,18 @@ pub fn generate(
         return Err(EngineError::EmptyPrompt);
     }
     if prompt.len() >= max_context {
-        return Err(EngineError::PromptTooLong { prompt_len: prompt.len(), max_context });
+        return Err(EngineError::PromptTooLong {
+            prompt_len: prompt.len(),
+            max_context,
+        });
     }
     let max_tokens = params.max_tokens.unwrap_or(max_context - prompt.len());
     if prompt.len() + max_tokens > max_context {
-        return Err(EngineError::ContextExceeded { prompt_len: prompt.len(), max_tokens, max_context });
+        return Err(EngineError::ContextExceeded {
+            prompt_len: prompt.len(),
+            max_tokens,
+            max_context,
+        });
     }
     let mut sampler = Sampler::new(params.sampling.clone())?;
     let bs = params.block_size;
@@ -64,9 +71,19 @@ pub fn generate(
 
     let started = Instant::now();
     let mut tokens = Vec::new();
-    let mut step = |tokens_now: &[TokenId], done: usize, cache: &mut KvCache| -> Result<TokenId, EngineError> {
-        let chunk = SequenceChunk { tokens: tokens_now, num_computed_tokens: done, block_table: &table };
-        let logits = model.forward(&ForwardBatch::from_chunks(&[chunk], bs, LogitsRows::LastOfEachSequence), cache)?;
+    let mut step = |tokens_now: &[TokenId],
+                    done: usize,
+                    cache: &mut KvCache|
+     -> Result<TokenId, EngineError> {
+        let chunk = SequenceChunk {
+            tokens: tokens_now,
+            num_computed_tokens: done,
+            block_table: &table,
+        };
+        let logits = model.forward(
+            &ForwardBatch::from_chunks(&[chunk], bs, LogitsRows::LastOfEachSequence),
+            cache,
+        )?;
         Ok(sampler.sample(&logits.get(0)?.to_vec1::<f32>()?))
     };
     let mut next = step(prompt, 0, &mut cache)?;
@@ -81,7 +98,11 @@ pub fn generate(
         if tokens.len() >= max_tokens {
             break FinishReason::Length;
         }
-        next = step(std::slice::from_ref(&next), prompt.len() + tokens.len() - 1, &mut cache)?;
+        next = step(
+            std::slice::from_ref(&next),
+            prompt.len() + tokens.len() - 1,
+            &mut cache,
+        )?;
     };
     Ok(GenerateOutput {
         tokens,

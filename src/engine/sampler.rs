@@ -22,21 +22,35 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 1.0, top_p: 1.0, top_k: None, seed: None }
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: None,
+            seed: None,
+        }
     }
 }
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
     }
 
     pub fn validate(&self) -> Result<(), EngineError> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(EngineError::Sampling(format!("temperature must be 0 or more, got {}", self.temperature)));
+            return Err(EngineError::Sampling(format!(
+                "temperature must be 0 or more, got {}",
+                self.temperature
+            )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(EngineError::Sampling(format!("top_p must be in (0, 1], got {}", self.top_p)));
+            return Err(EngineError::Sampling(format!(
+                "top_p must be in (0, 1], got {}",
+                self.top_p
+            )));
         }
         if self.top_k == Some(0) {
             return Err(EngineError::Sampling("top_k must be at least 1".into()));
@@ -131,12 +145,22 @@ mod tests {
     fn same_seed_same_tokens_and_top_k_one_is_greedy() {
         let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 11) as f32 / 3.0).collect();
         let draw = |seed| {
-            let mut s = Sampler::new(SamplingParams { temperature: 1.0, seed: Some(seed), ..Default::default() }).expect("valid");
+            let mut s = Sampler::new(SamplingParams {
+                temperature: 1.0,
+                seed: Some(seed),
+                ..Default::default()
+            })
+            .expect("valid");
             (0..20).map(|_| s.sample(&logits).0).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
-        let mut k1 = Sampler::new(SamplingParams { top_k: Some(1), seed: Some(1), ..Default::default() }).expect("valid");
+        let mut k1 = Sampler::new(SamplingParams {
+            top_k: Some(1),
+            seed: Some(1),
+            ..Default::default()
+        })
+        .expect("valid");
         assert_eq!(k1.sample(&logits), argmax(&logits));
     }
 
@@ -144,14 +168,31 @@ mod tests {
     fn top_p_keeps_only_the_nucleus() {
         // Token 0 holds ~0.9 of the mass: top_p 0.5 must always pick it.
         let logits = [5.0, 2.0, 1.0, 0.0];
-        let mut s = Sampler::new(SamplingParams { top_p: 0.5, seed: Some(3), ..Default::default() }).expect("valid");
+        let mut s = Sampler::new(SamplingParams {
+            top_p: 0.5,
+            seed: Some(3),
+            ..Default::default()
+        })
+        .expect("valid");
         assert!((0..100).all(|_| s.sample(&logits) == TokenId(0)));
     }
 
     #[test]
     fn bad_parameters_are_refused() {
-        assert!(Sampler::new(SamplingParams { temperature: -1.0, ..Default::default() }).is_err());
-        assert!(Sampler::new(SamplingParams { top_p: 0.0, ..Default::default() }).is_err());
-        assert!(Sampler::new(SamplingParams { top_k: Some(0), ..Default::default() }).is_err());
+        assert!(Sampler::new(SamplingParams {
+            temperature: -1.0,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(Sampler::new(SamplingParams {
+            top_p: 0.0,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(Sampler::new(SamplingParams {
+            top_k: Some(0),
+            ..Default::default()
+        })
+        .is_err());
     }
 }

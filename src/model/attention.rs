@@ -37,13 +37,25 @@ pub struct StepContext<'a> {
 }
 
 impl Attention {
-    pub fn load(w: &Weights, prefix: &str, cfg: &ModelConfig, layer: usize, device: &Device) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        cfg: &ModelConfig,
+        layer: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let q = cfg.num_attention_heads * hd;
         let kv = cfg.num_key_value_heads * hd;
         let norm = |name: &str| -> Result<Option<RmsNorm>> {
             if cfg.qk_norm {
-                Ok(Some(RmsNorm::load(w, &format!("{prefix}.{name}.weight"), hd, cfg.rms_norm_eps, device)?))
+                Ok(Some(RmsNorm::load(
+                    w,
+                    &format!("{prefix}.{name}.weight"),
+                    hd,
+                    cfg.rms_norm_eps,
+                    device,
+                )?))
             } else {
                 Ok(None)
             }
@@ -63,20 +75,37 @@ impl Attention {
     }
 
     /// Per-head norm (when the model has one), then rotary; `x` is `[rows, heads * head_dim]`.
-    fn position(&self, x: Tensor, heads: usize, norm: Option<&RmsNorm>, step: &StepContext<'_>) -> Result<Tensor> {
+    fn position(
+        &self,
+        x: Tensor,
+        heads: usize,
+        norm: Option<&RmsNorm>,
+        step: &StepContext<'_>,
+    ) -> Result<Tensor> {
         let rows = x.dim(0)?;
         let mut x = x.reshape((rows, heads, self.head_dim))?;
         if let Some(n) = norm {
             x = n.forward(&x)?;
         }
-        let x = candle_nn::rotary_emb::rope_thd(&x.unsqueeze(0)?.contiguous()?, &step.cos, &step.sin)?;
+        let x =
+            candle_nn::rotary_emb::rope_thd(&x.unsqueeze(0)?.contiguous()?, &step.cos, &step.sin)?;
         Ok(x.reshape((rows, heads * self.head_dim))?)
     }
 
     pub fn forward(&self, x: &Tensor, step: &StepContext<'_>, kv: &mut LayerKv) -> Result<Tensor> {
         let rows = x.dim(0)?;
-        let q = self.position(self.q_proj.forward(x)?, self.num_heads, self.q_norm.as_ref(), step)?;
-        let k = self.position(self.k_proj.forward(x)?, self.num_kv_heads, self.k_norm.as_ref(), step)?;
+        let q = self.position(
+            self.q_proj.forward(x)?,
+            self.num_heads,
+            self.q_norm.as_ref(),
+            step,
+        )?;
+        let k = self.position(
+            self.k_proj.forward(x)?,
+            self.num_kv_heads,
+            self.k_norm.as_ref(),
+            step,
+        )?;
         let v = self.v_proj.forward(x)?;
         let kv_row = self.num_kv_heads * self.head_dim;
         let shape = AttentionShape {

@@ -43,7 +43,11 @@ pub struct SequenceChunk<'a> {
 }
 
 impl ForwardBatch {
-    pub fn from_chunks(chunks: &[SequenceChunk<'_>], block_size: usize, logits_rows: LogitsRows) -> Self {
+    pub fn from_chunks(
+        chunks: &[SequenceChunk<'_>],
+        block_size: usize,
+        logits_rows: LogitsRows,
+    ) -> Self {
         let mut b = Self {
             input_ids: Vec::new(),
             positions: Vec::new(),
@@ -58,14 +62,14 @@ impl ForwardBatch {
                 let pos = c.num_computed_tokens + i;
                 b.input_ids.push(tok);
                 b.positions.push(pos as u32);
-                let slot = c
-                    .block_table
-                    .get(pos / block_size)
-                    .map_or(u32::MAX, |blk| blk.0 * block_size as u32 + (pos % block_size) as u32);
+                let slot = c.block_table.get(pos / block_size).map_or(u32::MAX, |blk| {
+                    blk.0 * block_size as u32 + (pos % block_size) as u32
+                });
                 b.slot_mapping.push(slot);
             }
             b.cu_seqlens.push(b.input_ids.len() as u32);
-            b.context_lens.push((c.num_computed_tokens + c.tokens.len()) as u32);
+            b.context_lens
+                .push((c.num_computed_tokens + c.tokens.len()) as u32);
             b.block_tables.push(c.block_table.to_vec());
         }
         b
@@ -96,35 +100,54 @@ impl ForwardBatch {
         if self.positions.len() != n || self.slot_mapping.len() != n {
             return bad("input_ids, positions and slot_mapping differ in length".into());
         }
-        if self.cu_seqlens.len() != self.num_seqs() + 1 || self.block_tables.len() != self.num_seqs() {
-            return bad("cu_seqlens, context_lens and block_tables disagree on the number of sequences".into());
+        if self.cu_seqlens.len() != self.num_seqs() + 1
+            || self.block_tables.len() != self.num_seqs()
+        {
+            return bad(
+                "cu_seqlens, context_lens and block_tables disagree on the number of sequences"
+                    .into(),
+            );
         }
         if self.cu_seqlens.first() != Some(&0) || self.cu_seqlens.last() != Some(&(n as u32)) {
             return bad("cu_seqlens must start at 0 and end at the number of tokens".into());
         }
         for (i, tok) in self.input_ids.iter().enumerate() {
             if tok.0 as usize >= vocab_size {
-                return bad(format!("token id {} at row {i} is outside the vocabulary of {vocab_size}", tok.0));
+                return bad(format!(
+                    "token id {} at row {i} is outside the vocabulary of {vocab_size}",
+                    tok.0
+                ));
             }
         }
         for s in 0..self.num_seqs() {
             let (start, end) = (self.cu_seqlens[s] as usize, self.cu_seqlens[s + 1] as usize);
             let ctx = self.context_lens[s] as usize;
             if end <= start || end - start > ctx {
-                return bad(format!("sequence {s}: {} query rows for a context of {ctx}", end.saturating_sub(start)));
+                return bad(format!(
+                    "sequence {s}: {} query rows for a context of {ctx}",
+                    end.saturating_sub(start)
+                ));
             }
             let table = &self.block_tables[s];
             if table.len() * block_size < ctx {
-                return bad(format!("sequence {s}: {} blocks cannot hold {ctx} tokens", table.len()));
+                return bad(format!(
+                    "sequence {s}: {} blocks cannot hold {ctx} tokens",
+                    table.len()
+                ));
             }
             if let Some(b) = table.iter().find(|b| b.0 as usize >= num_blocks) {
-                return bad(format!("sequence {s}: {b} is outside the cache of {num_blocks} blocks"));
+                return bad(format!(
+                    "sequence {s}: {b} is outside the cache of {num_blocks} blocks"
+                ));
             }
             for (r, row) in (start..end).enumerate() {
                 let pos = ctx - (end - start) + r;
                 let expect = table[pos / block_size].0 as usize * block_size + pos % block_size;
-                if self.positions[row] as usize != pos || self.slot_mapping[row] as usize != expect {
-                    return bad(format!("sequence {s}, row {row}: position or slot disagrees with its block table"));
+                if self.positions[row] as usize != pos || self.slot_mapping[row] as usize != expect
+                {
+                    return bad(format!(
+                        "sequence {s}, row {row}: position or slot disagrees with its block table"
+                    ));
                 }
             }
         }

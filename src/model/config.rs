@@ -104,10 +104,9 @@ impl Fields<'_> {
     fn opt_usize(&self, field: &str) -> Result<Option<usize>> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| self.err(field, format!("expected a non-negative integer, found {v}"))),
+            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+                self.err(field, format!("expected a non-negative integer, found {v}"))
+            }),
         }
     }
 
@@ -179,12 +178,13 @@ impl ModelConfig {
         let model_type = f
             .opt_str("model_type")?
             .ok_or_else(|| f.err("model_type", "missing"))?;
-        let architecture =
-            Architecture::from_model_type(model_type).ok_or_else(|| ModelError::UnknownModelType {
+        let architecture = Architecture::from_model_type(model_type).ok_or_else(|| {
+            ModelError::UnknownModelType {
                 path: f.path.to_path_buf(),
                 model_type: model_type.to_string(),
                 supported: Architecture::SUPPORTED.to_string(),
-            })?;
+            }
+        })?;
         let hidden_size = f.usize("hidden_size")?;
         let num_attention_heads = f.usize("num_attention_heads")?;
         let num_key_value_heads = f
@@ -207,7 +207,10 @@ impl ModelConfig {
             }
         };
         if head_dim % 2 != 0 {
-            return Err(f.err("head_dim", format!("{head_dim} is odd; rotary needs an even size")));
+            return Err(f.err(
+                "head_dim",
+                format!("{head_dim} is odd; rotary needs an even size"),
+            ));
         }
         let num_hidden_layers = f.usize("num_hidden_layers")?;
         let attention_bias = f.opt_bool("attention_bias")?.unwrap_or(false);
@@ -230,7 +233,14 @@ impl ModelConfig {
             num_key_value_heads,
             head_dim,
             rms_norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
-            rope_theta: f.opt_f64("rope_theta")?.unwrap_or(default_theta),
+            rope_theta: match f.opt_f64("rope_theta")? {
+                Some(t) => t,
+                None => rope_parameters(f)?
+                    .map(|p| p.opt_f64("rope_theta"))
+                    .transpose()?
+                    .flatten()
+                    .unwrap_or(default_theta),
+            },
             rope_scaling: rope_scaling(f)?,
             max_position_embeddings: f.usize("max_position_embeddings")?,
             tie_word_embeddings: f.opt_bool("tie_word_embeddings")?.unwrap_or(false),
@@ -239,7 +249,10 @@ impl ModelConfig {
             mlp_bias: f.opt_bool("mlp_bias")?.unwrap_or(false),
             qk_norm: architecture == Architecture::Qwen3,
             sliding_windows,
-            torch_dtype: f.opt_str("torch_dtype")?.or(f.opt_str("dtype")?).map(str::to_string),
+            torch_dtype: f
+                .opt_str("torch_dtype")?
+                .or(f.opt_str("dtype")?)
+                .map(str::to_string),
         })
     }
 
@@ -267,37 +280,50 @@ impl ModelConfig {
     }
 }
 
+/// Transformers 5 writes `rope_parameters` (theta and scaling together) where older versions
+/// wrote `rope_theta` and `rope_scaling`.
+fn rope_parameters<'a>(f: &Fields<'a>) -> Result<Option<Fields<'a>>> {
+    match f.map.get("rope_parameters") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(Fields { path: f.path, map })),
+        Some(v) => Err(f.err("rope_parameters", format!("expected an object, found {v}"))),
+    }
+}
+
 fn rope_scaling(f: &Fields<'_>) -> Result<Option<RopeScaling>> {
-    let field = "rope_scaling";
-    let map = match f.map.get(field) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(m)) => m,
-        Some(v) => return Err(f.err(field, format!("expected an object, found {v}"))),
+    let (field, sub) = match f.map.get("rope_scaling") {
+        None | Some(Value::Null) => match rope_parameters(f)? {
+            Some(p) => ("rope_parameters", p),
+            None => return Ok(None),
+        },
+        Some(Value::Object(map)) => ("rope_scaling", Fields { path: f.path, map }),
+        Some(v) => return Err(f.err("rope_scaling", format!("expected an object, found {v}"))),
     };
-    let sub = Fields { path: f.path, map };
     let kind = sub
         .opt_str("rope_type")?
         .or(sub.opt_str("type")?)
-        .ok_or_else(|| f.err("rope_scaling.rope_type", "missing"))?;
+        .unwrap_or("default");
+    if kind == "default" {
+        return Ok(None);
+    }
     let factor = sub
         .opt_f64("factor")?
-        .ok_or_else(|| f.err("rope_scaling.factor", "missing"))?;
+        .ok_or_else(|| f.err(&format!("{field}.factor"), "missing"))?;
     if factor <= 0.0 {
-        return Err(f.err("rope_scaling.factor", "must be positive"));
+        return Err(f.err(&format!("{field}.factor"), "must be positive"));
     }
     match kind {
-        "default" => Ok(None),
         "linear" => Ok(Some(RopeScaling::Linear { factor })),
         "llama3" => {
             let need = |name: &str| -> Result<f64> {
                 sub.opt_f64(name)?
-                    .ok_or_else(|| f.err(&format!("rope_scaling.{name}"), "missing"))
+                    .ok_or_else(|| f.err(&format!("{field}.{name}"), "missing"))
             };
             let low_freq_factor = need("low_freq_factor")?;
             let high_freq_factor = need("high_freq_factor")?;
             if high_freq_factor <= low_freq_factor {
                 return Err(f.err(
-                    "rope_scaling.high_freq_factor",
+                    &format!("{field}.high_freq_factor"),
                     "must be greater than low_freq_factor",
                 ));
             }
@@ -308,12 +334,15 @@ fn rope_scaling(f: &Fields<'_>) -> Result<Option<RopeScaling>> {
                 original_max_position_embeddings: sub
                     .opt_usize("original_max_position_embeddings")?
                     .ok_or_else(|| {
-                        f.err("rope_scaling.original_max_position_embeddings", "missing")
+                        f.err(
+                            &format!("{field}.original_max_position_embeddings"),
+                            "missing",
+                        )
                     })?,
             }))
         }
         other => Err(f.err(
-            "rope_scaling.rope_type",
+            &format!("{field}.rope_type"),
             format!("`{other}` is not supported; supported: default, linear, llama3"),
         )),
     }
@@ -345,7 +374,11 @@ fn sliding_windows(
             })
             .collect();
     }
-    let windowed = |from: usize| (0..num_layers).map(|i| window.filter(|_| i >= from)).collect();
+    let windowed = |from: usize| {
+        (0..num_layers)
+            .map(|i| window.filter(|_| i >= from))
+            .collect()
+    };
     Ok(match arch {
         Architecture::Mistral => windowed(0),
         Architecture::Qwen2 | Architecture::Qwen3 => {
@@ -446,4 +479,62 @@ fn token_id_list(f: &Fields<'_>, field: &str) -> Result<Vec<u32>> {
 /// Where a config came from, for messages.
 pub fn config_path(dir: &Path) -> PathBuf {
     dir.join("config.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<ModelConfig> {
+        let text = format!(
+            r#"{{"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64 {extra}}}"#
+        );
+        ModelConfig::from_json_str(&text, Path::new("config.json"))
+    }
+
+    #[test]
+    fn transformers_5_rope_parameters_are_read_like_rope_scaling() {
+        let cfg = parse(
+            r#", "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}"#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.rope_theta, 500000.0);
+        assert_eq!(
+            cfg.rope_scaling,
+            Some(RopeScaling::Llama3 {
+                factor: 32.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192
+            })
+        );
+        let plain = parse(r#", "rope_parameters": {"rope_type": "default", "rope_theta": 1000.0}"#)
+            .expect("valid");
+        assert_eq!((plain.rope_theta, plain.rope_scaling), (1000.0, None));
+    }
+
+    #[test]
+    fn unsupported_rope_types_and_missing_fields_are_named() {
+        let e =
+            parse(r#", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}"#).expect_err("yarn");
+        assert!(
+            e.to_string().contains("rope_scaling.rope_type") && e.to_string().contains("yarn"),
+            "{e}"
+        );
+        let e = parse(r#", "rope_scaling": {"rope_type": "llama3", "factor": 4.0}"#)
+            .expect_err("incomplete");
+        assert!(
+            e.to_string().contains("rope_scaling.low_freq_factor"),
+            "{e}"
+        );
+        let e =
+            ModelConfig::from_json_str(r#"{"model_type": "llama"}"#, Path::new("x/config.json"))
+                .expect_err("empty");
+        assert!(
+            e.to_string().contains("x/config.json") && e.to_string().contains("hidden_size"),
+            "{e}"
+        );
+    }
 }

@@ -86,9 +86,18 @@ impl KvCache {
         // Zeroed allocations are lazily committed by the OS, so an unused tail costs nothing.
         let layers = (0..spec.num_layers)
             .map(|_| match spec.dtype {
-                KvDtype::F32 => LayerKv::F32 { k: vec![0.0; n], v: vec![0.0; n] },
-                KvDtype::F16 => LayerKv::F16 { k: vec![f16::ZERO; n], v: vec![f16::ZERO; n] },
-                KvDtype::Bf16 => LayerKv::Bf16 { k: vec![bf16::ZERO; n], v: vec![bf16::ZERO; n] },
+                KvDtype::F32 => LayerKv::F32 {
+                    k: vec![0.0; n],
+                    v: vec![0.0; n],
+                },
+                KvDtype::F16 => LayerKv::F16 {
+                    k: vec![f16::ZERO; n],
+                    v: vec![f16::ZERO; n],
+                },
+                KvDtype::Bf16 => LayerKv::Bf16 {
+                    k: vec![bf16::ZERO; n],
+                    v: vec![bf16::ZERO; n],
+                },
             })
             .collect();
         Ok(Self { spec, layers })

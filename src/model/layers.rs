@@ -78,17 +78,38 @@ pub struct Linear {
 
 impl Linear {
     /// Loads `{prefix}.weight` (`[out, in]`) and, when `bias`, `{prefix}.bias`.
-    pub fn load(w: &Weights, prefix: &str, in_features: usize, out_features: usize, bias: bool, device: &Device) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Self> {
         let view = w.get(&format!("{prefix}.weight"))?;
         view.expect_shape(&[out_features, in_features])?;
-        let bias = if bias { Some(load_vector(w, &format!("{prefix}.bias"), out_features, device)?) } else { None };
+        let bias = if bias {
+            Some(load_vector(
+                w,
+                &format!("{prefix}.bias"),
+                out_features,
+                device,
+            )?)
+        } else {
+            None
+        };
         Ok(Self::from_view(view, bias))
     }
 
     /// A linear layer over an already-checked `[out, in]` view (the tied LM head).
     pub fn from_view(view: WeightView, bias: Option<Tensor>) -> Self {
         let (out_features, in_features) = (view.shape[0], view.shape[1]);
-        Self { weight: Matrix::new(view), bias, in_features, out_features }
+        Self {
+            weight: Matrix::new(view),
+            bias,
+            in_features,
+            out_features,
+        }
     }
 
     pub fn weight_dtype(&self) -> WeightDtype {
@@ -99,7 +120,16 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows = x.dim(0)?;
         let mut out = vec![0f32; rows * self.out_features];
-        with_f32(x, |xs| linear(xs, rows, self.in_features, self.weight.as_ref(), self.out_features, &mut out))?;
+        with_f32(x, |xs| {
+            linear(
+                xs,
+                rows,
+                self.in_features,
+                self.weight.as_ref(),
+                self.out_features,
+                &mut out,
+            )
+        })?;
         let y = Tensor::from_vec(out, (rows, self.out_features), x.device())?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -122,12 +152,19 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn load(w: &Weights, name: &str, len: usize, eps: f64, device: &Device) -> Result<Self> {
-        Ok(Self { weight: load_vector(w, name, len, device)?, eps: eps as f32 })
+        Ok(Self {
+            weight: load_vector(w, name, len, device)?,
+            eps: eps as f32,
+        })
     }
 
     /// Normalises over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?)
+        Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            &self.weight,
+            self.eps,
+        )?)
     }
 }
 
@@ -166,11 +203,39 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn load(w: &Weights, prefix: &str, hidden: usize, intermediate: usize, bias: bool, device: &Device) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        hidden: usize,
+        intermediate: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Self> {
         Ok(Self {
-            gate_proj: Linear::load(w, &format!("{prefix}.gate_proj"), hidden, intermediate, bias, device)?,
-            up_proj: Linear::load(w, &format!("{prefix}.up_proj"), hidden, intermediate, bias, device)?,
-            down_proj: Linear::load(w, &format!("{prefix}.down_proj"), intermediate, hidden, bias, device)?,
+            gate_proj: Linear::load(
+                w,
+                &format!("{prefix}.gate_proj"),
+                hidden,
+                intermediate,
+                bias,
+                device,
+            )?,
+            up_proj: Linear::load(
+                w,
+                &format!("{prefix}.up_proj"),
+                hidden,
+                intermediate,
+                bias,
+                device,
+            )?,
+            down_proj: Linear::load(
+                w,
+                &format!("{prefix}.down_proj"),
+                intermediate,
+                hidden,
+                bias,
+                device,
+            )?,
         })
     }
 

@@ -51,7 +51,10 @@ pub trait CausalLm: Send + Sync {
 }
 
 /// Loads the architecture named by `config.json` in `dir` over its mapped weights.
-pub fn load_causal_lm(dir: &std::path::Path, device: &candle_core::Device) -> Result<Box<dyn CausalLm>, ModelError> {
+pub fn load_causal_lm(
+    dir: &std::path::Path,
+    device: &candle_core::Device,
+) -> Result<Box<dyn CausalLm>, ModelError> {
     let cfg = ModelConfig::from_file(&config::config_path(dir))?;
     let weights = Weights::open_dir(dir)?;
     arch::load(&cfg, &weights, device)

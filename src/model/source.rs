@@ -53,7 +53,10 @@ impl ModelLocator {
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| spec.to_string());
-            return Ok(ModelSource { name, dir: as_path.to_path_buf() });
+            return Ok(ModelSource {
+                name,
+                dir: as_path.to_path_buf(),
+            });
         }
         if as_path.is_dir() {
             return Err(ModelError::NotFound {
@@ -65,12 +68,17 @@ impl ModelLocator {
             return Ok(found);
         }
         if let Some(dir) = self.cached_snapshot(spec) {
-            return Ok(ModelSource { name: spec.to_string(), dir });
+            return Ok(ModelSource {
+                name: spec.to_string(),
+                dir,
+            });
         }
         let cache = self
             .hf_hub_cache
             .as_ref()
-            .map_or("no Hugging Face cache configured".to_string(), |c| format!("not in the Hugging Face cache at {}", c.display()));
+            .map_or("no Hugging Face cache configured".to_string(), |c| {
+                format!("not in the Hugging Face cache at {}", c.display())
+            });
         Err(ModelError::NotFound {
             model: spec.to_string(),
             detail: format!(
@@ -109,7 +117,9 @@ impl ModelInfo {
             source: source.clone(),
             architecture: cfg.architecture.name().to_string(),
             num_parameters: cfg.num_parameters(),
-            dtype: weights.dominant_dtype().map_or("?".into(), |d| d.name().to_string()),
+            dtype: weights
+                .dominant_dtype()
+                .map_or("?".into(), |d| d.name().to_string()),
             max_position_embeddings: cfg.max_position_embeddings,
         })
     }

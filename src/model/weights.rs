@@ -62,7 +62,13 @@ pub struct WeightView {
 
 impl std::fmt::Debug for WeightView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WeightView({} {:?} {})", self.name, self.shape, self.dtype.name())
+        write!(
+            f,
+            "WeightView({} {:?} {})",
+            self.name,
+            self.shape,
+            self.dtype.name()
+        )
     }
 }
 
@@ -153,7 +159,10 @@ impl WeightView {
         // (checked when the view was made), every bit pattern is a valid T, and the mapping is
         // read-only and outlives `self`.
         Some(unsafe {
-            std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / std::mem::size_of::<T>())
+            std::slice::from_raw_parts(
+                bytes.as_ptr().cast::<T>(),
+                bytes.len() / std::mem::size_of::<T>(),
+            )
         })
     }
 }
@@ -275,10 +284,11 @@ fn shard_files(index: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
         path: index.to_path_buf(),
         source,
     })?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
-        path: index.to_path_buf(),
-        source,
-    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| ModelError::Json {
+            path: index.to_path_buf(),
+            source,
+        })?;
     let map = value
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -319,10 +329,13 @@ fn map_file(path: &Path) -> Result<MappedFile> {
         problem,
     };
     if mmap.len() < 8 {
-        return Err(bad(format!("file is {} bytes, too short for a header", mmap.len())));
+        return Err(bad(format!(
+            "file is {} bytes, too short for a header",
+            mmap.len()
+        )));
     }
-    let (header_len, metadata) =
-        SafeTensors::read_metadata(&mmap).map_err(|e| bad(format!("{e} (is the file truncated?)")))?;
+    let (header_len, metadata) = SafeTensors::read_metadata(&mmap)
+        .map_err(|e| bad(format!("{e} (is the file truncated?)")))?;
     let data_start = 8 + header_len;
     let data_len = metadata.data_len();
     if data_start + data_len > mmap.len() {

@@ -19,12 +19,18 @@ pub const VARIANTS: &[&str] = &[
 ];
 
 pub fn fixture_model(variant: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(variant)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(variant)
 }
 
 pub fn shared_data() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    assert!(p.is_dir(), "{} is missing: place the project's shared/ folder beside the repository", p.display());
+    assert!(
+        p.is_dir(),
+        "{} is missing: place the project's shared/ folder beside the repository",
+        p.display()
+    );
     p
 }
 
@@ -36,18 +42,31 @@ pub struct Reference {
 impl Reference {
     pub fn load(variant: &str) -> Result<Self> {
         let path = fixture_model(variant).join("reference.safetensors");
-        let tensors = candle_core::safetensors::load(&path, &Device::Cpu).with_context(|| path.display().to_string())?;
-        let num_prompts = (0..).take_while(|i| tensors.contains_key(&format!("p{i}.input_ids"))).count();
-        Ok(Self { tensors, num_prompts })
+        let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
+            .with_context(|| path.display().to_string())?;
+        let num_prompts = (0..)
+            .take_while(|i| tensors.contains_key(&format!("p{i}.input_ids")))
+            .count();
+        Ok(Self {
+            tensors,
+            num_prompts,
+        })
     }
 
     pub fn ids(&self, key: &str) -> Result<Vec<TokenId>> {
         let t = self.tensors.get(key).with_context(|| key.to_string())?;
-        Ok(t.to_vec1::<i64>()?.into_iter().map(|v| TokenId(v as u32)).collect())
+        Ok(t.to_vec1::<i64>()?
+            .into_iter()
+            .map(|v| TokenId(v as u32))
+            .collect())
     }
 
     pub fn logits(&self, key: &str) -> Result<Tensor> {
-        Ok(self.tensors.get(key).with_context(|| key.to_string())?.clone())
+        Ok(self
+            .tensors
+            .get(key)
+            .with_context(|| key.to_string())?
+            .clone())
     }
 }
 
@@ -64,8 +83,17 @@ pub struct Pager {
 }
 
 impl Pager {
-    pub fn new(model: &dyn CausalLm, block_size: usize, num_blocks: usize, dtype: KvDtype) -> Result<Self> {
-        Ok(Self { cache: KvCache::new(model.kv_cache_spec(num_blocks, block_size, dtype))?, next: 0, block_size })
+    pub fn new(
+        model: &dyn CausalLm,
+        block_size: usize,
+        num_blocks: usize,
+        dtype: KvDtype,
+    ) -> Result<Self> {
+        Ok(Self {
+            cache: KvCache::new(model.kv_cache_spec(num_blocks, block_size, dtype))?,
+            next: 0,
+            block_size,
+        })
     }
 
     /// A block table of `n` blocks spread over the cache in a strided order.
@@ -82,14 +110,30 @@ impl Pager {
 
 /// Runs one prompt alone: prefill with every row's logits, then the teacher-forced decode
 /// steps. Returns (prefill logits, decode logits per step).
-pub fn run_alone(model: &dyn CausalLm, prompt: &[TokenId], decode: &[TokenId], block_size: usize) -> Result<(Tensor, Vec<Tensor>)> {
+pub fn run_alone(
+    model: &dyn CausalLm,
+    prompt: &[TokenId],
+    decode: &[TokenId],
+    block_size: usize,
+) -> Result<(Tensor, Vec<Tensor>)> {
     let mut pager = Pager::new(model, block_size, 64, KvDtype::F32)?;
     let table = pager.table((prompt.len() + decode.len()).div_ceil(block_size));
-    let chunk = SequenceChunk { tokens: prompt, num_computed_tokens: 0, block_table: &table };
-    let prefill = model.forward(&ForwardBatch::from_chunks(&[chunk], block_size, LogitsRows::All), &mut pager.cache)?;
+    let chunk = SequenceChunk {
+        tokens: prompt,
+        num_computed_tokens: 0,
+        block_table: &table,
+    };
+    let prefill = model.forward(
+        &ForwardBatch::from_chunks(&[chunk], block_size, LogitsRows::All),
+        &mut pager.cache,
+    )?;
     let mut steps = Vec::new();
     for (j, tok) in decode.iter().enumerate() {
-        let chunk = SequenceChunk { tokens: std::slice::from_ref(tok), num_computed_tokens: prompt.len() + j, block_table: &table };
+        let chunk = SequenceChunk {
+            tokens: std::slice::from_ref(tok),
+            num_computed_tokens: prompt.len() + j,
+            block_table: &table,
+        };
         let b = ForwardBatch::from_chunks(&[chunk], block_size, LogitsRows::LastOfEachSequence);
         steps.push(model.forward(&b, &mut pager.cache)?.squeeze(0)?);
     }

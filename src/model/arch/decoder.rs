@@ -43,10 +43,29 @@ impl DecoderLm {
             .map(|i| {
                 let p = format!("model.layers.{i}");
                 Ok(DecoderLayer {
-                    input_layernorm: RmsNorm::load(w, &format!("{p}.input_layernorm.weight"), h, eps, device)?,
+                    input_layernorm: RmsNorm::load(
+                        w,
+                        &format!("{p}.input_layernorm.weight"),
+                        h,
+                        eps,
+                        device,
+                    )?,
                     self_attn: Attention::load(w, &format!("{p}.self_attn"), cfg, i, device)?,
-                    post_attention_layernorm: RmsNorm::load(w, &format!("{p}.post_attention_layernorm.weight"), h, eps, device)?,
-                    mlp: Mlp::load(w, &format!("{p}.mlp"), h, cfg.intermediate_size, cfg.mlp_bias, device)?,
+                    post_attention_layernorm: RmsNorm::load(
+                        w,
+                        &format!("{p}.post_attention_layernorm.weight"),
+                        h,
+                        eps,
+                        device,
+                    )?,
+                    mlp: Mlp::load(
+                        w,
+                        &format!("{p}.mlp"),
+                        h,
+                        cfg.intermediate_size,
+                        cfg.mlp_bias,
+                        device,
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -113,11 +132,15 @@ impl CausalLm for DecoderLm {
         let ids: Vec<u32> = batch.input_ids.iter().map(|t| t.0).collect();
         let mut x = self.embed_tokens.forward(&ids, &self.device)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let attn = layer
-                .self_attn
-                .forward(&layer.input_layernorm.forward(&x)?, &step, kv_cache.layer_mut(i))?;
+            let attn = layer.self_attn.forward(
+                &layer.input_layernorm.forward(&x)?,
+                &step,
+                kv_cache.layer_mut(i),
+            )?;
             x = (x + attn)?;
-            let mlp = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
+            let mlp = layer
+                .mlp
+                .forward(&layer.post_attention_layernorm.forward(&x)?)?;
             x = (x + mlp)?;
         }
         let rows = Tensor::new(batch.logits_indices(), &self.device)?;

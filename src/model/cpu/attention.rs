@@ -93,7 +93,15 @@ mod tests {
     use super::*;
 
     /// Dense causal attention of one sequence, for comparison.
-    fn dense(q: &[f32], k: &[f32], v: &[f32], len: usize, heads: usize, kv_heads: usize, hd: usize) -> Vec<f32> {
+    fn dense(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        len: usize,
+        heads: usize,
+        kv_heads: usize,
+        hd: usize,
+    ) -> Vec<f32> {
         let mut out = vec![0f32; len * heads * hd];
         let scale = 1.0 / (hd as f32).sqrt();
         for t in 0..len {
@@ -101,7 +109,13 @@ mod tests {
                 let kh = h / (heads / kv_heads);
                 let qv = &q[(t * heads + h) * hd..][..hd];
                 let s: Vec<f32> = (0..=t)
-                    .map(|p| qv.iter().zip(&k[(p * kv_heads + kh) * hd..][..hd]).map(|(a, b)| a * b).sum::<f32>() * scale)
+                    .map(|p| {
+                        qv.iter()
+                            .zip(&k[(p * kv_heads + kh) * hd..][..hd])
+                            .map(|(a, b)| a * b)
+                            .sum::<f32>()
+                            * scale
+                    })
                     .collect();
                 let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let e: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
@@ -119,22 +133,44 @@ mod tests {
     #[test]
     fn scattered_blocks_give_dense_causal_attention() {
         let (heads, kv_heads, hd, bs, len) = (4, 2, 8, 4, 11);
-        let vals = |n: usize, m: u32| (0..n).map(|i| (((i as u32 * 7919 + m) % 97) as f32 / 48.0) - 1.0).collect::<Vec<_>>();
+        let vals = |n: usize, m: u32| {
+            (0..n)
+                .map(|i| (((i as u32 * 7919 + m) % 97) as f32 / 48.0) - 1.0)
+                .collect::<Vec<_>>()
+        };
         let q = vals(len * heads * hd, 1);
         let k = vals(len * kv_heads * hd, 2);
         let v = vals(len * kv_heads * hd, 3);
         let block_table = [5u32, 0, 3];
-        let slots: Vec<u32> = (0..len).map(|p| block_table[p / bs] * bs as u32 + (p % bs) as u32).collect();
+        let slots: Vec<u32> = (0..len)
+            .map(|p| block_table[p / bs] * bs as u32 + (p % bs) as u32)
+            .collect();
         let mut kc = vec![0f32; 6 * bs * kv_heads * hd];
         let mut vc = kc.clone();
         write_slots(&mut kc, &k, &slots, kv_heads * hd);
         write_slots(&mut vc, &v, &slots, kv_heads * hd);
-        let shape = AttentionShape { num_heads: heads, num_kv_heads: kv_heads, head_dim: hd, block_size: bs, scale: 1.0 / (hd as f32).sqrt(), sliding_window: None };
-        let seq = SeqAttention { query_start: 0, query_len: len, context_len: len, block_table: &block_table };
+        let shape = AttentionShape {
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim: hd,
+            block_size: bs,
+            scale: 1.0 / (hd as f32).sqrt(),
+            sliding_window: None,
+        };
+        let seq = SeqAttention {
+            query_start: 0,
+            query_len: len,
+            context_len: len,
+            block_table: &block_table,
+        };
         let mut out = vec![0f32; len * heads * hd];
         paged_attention(&q, &kc, &vc, &[seq], shape, &mut out);
         let expect = dense(&q, &k, &v, len, heads, kv_heads, hd);
-        let max = out.iter().zip(&expect).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max = out
+            .iter()
+            .zip(&expect)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(max < 1e-5, "max diff {max}");
     }
 }

@@ -6,5 +6,7 @@
 //! oversubscribe the cores.
 
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+pub mod gemm;
 pub mod linear;
 pub mod simd;

@@ -149,8 +149,11 @@ pub(crate) mod x86 {
                 let mut i = 0;
                 while i + 32 <= n {
                     acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), $load(pb.add(i)), acc0);
-                    acc1 =
-                        _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i + 16)), $load(pb.add(i + 16)), acc1);
+                    acc1 = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(pa.add(i + 16)),
+                        $load(pb.add(i + 16)),
+                        acc1,
+                    );
                     i += 32;
                 }
                 if i + 16 <= n {

@@ -1,0 +1,216 @@
+//! Compute-bound `C = A · Bᵀ` for prefill: `A` `[m, k]` f32 activations, `B` `[n, k]` weights
+//! (f32, or bf16 through the AVX-512 BF16 dot-product instruction), `C` `[m, n]` f32.
+//!
+//! Both operands are row-major along `k`, as the weights file stores them, so nothing is packed:
+//! 4×4 output tiles accumulate 16-lane dot products along `k`, and are reduced once per `k`
+//! chunk. Blocking keeps a block of `B` rows in L2 while every row tile of `A` streams past it.
+//! Only built for x86-64; callers check `available` first.
+
+use std::arch::x86_64::*;
+
+use half::bf16;
+use rayon::prelude::*;
+
+/// `k` elements per chunk: a 4-row tile of each operand stays in L1.
+const KC: usize = 1024;
+/// Rows of `B` per block: the block stays in L2 while all of `A` passes.
+const NB: usize = 256;
+
+pub fn available_f32() -> bool {
+    super::simd::has_avx512()
+}
+
+pub fn available_bf16() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    })
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint column ranges of the output (see `run_blocks`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Splits the `n` columns into blocks handled by rayon tasks; each task owns its columns of
+/// every row of `c`, so no two tasks write the same element.
+fn run_blocks(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    tile: impl Fn(usize, usize, usize, usize, usize, usize, OutPtr) + Sync,
+) {
+    assert!(c.len() >= m * n);
+    let out = OutPtr(c.as_mut_ptr());
+    let blocks: Vec<usize> = (0..n).step_by(NB).collect();
+    blocks.par_iter().for_each(|&n0| {
+        let n1 = (n0 + NB).min(n);
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for m0 in (0..m).step_by(4) {
+                let mr = 4.min(m - m0);
+                for j0 in (n0..n1).step_by(4) {
+                    tile(m0, mr, j0, 4.min(n1 - j0), k0, kc, out);
+                }
+            }
+        }
+    });
+}
+
+/// Sums each of the `R×C` accumulators and adds (or stores, for the first chunk) into `c`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_tile<const R: usize, const C: usize>(
+    acc: &[[__m512; C]; R],
+    c: *mut f32,
+    ldc: usize,
+    first: bool,
+) {
+    for i in 0..R {
+        for j in 0..C {
+            let s = _mm512_reduce_add_ps(acc[i][j]);
+            let p = c.add(i * ldc + j);
+            *p = if first { s } else { *p + s };
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_f32<const R: usize, const C: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    first: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let mut kk = 0;
+    while kk < kc {
+        let mask: __mmask16 = if kc - kk >= 16 {
+            0xffff
+        } else {
+            (1u16 << (kc - kk)) - 1
+        };
+        let mut bv = [_mm512_setzero_ps(); C];
+        for j in 0..C {
+            bv[j] = _mm512_maskz_loadu_ps(mask, b.add(j * ldb + kk));
+        }
+        for i in 0..R {
+            let av = _mm512_maskz_loadu_ps(mask, a.add(i * lda + kk));
+            for j in 0..C {
+                acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+            }
+        }
+        kk += 16;
+    }
+    store_tile(&acc, c, ldc, first);
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn tile_bf16<const R: usize, const C: usize>(
+    a: *const u16,
+    lda: usize,
+    b: *const u16,
+    ldb: usize,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    first: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let mut kk = 0;
+    while kk < kc {
+        let mask: __mmask32 = if kc - kk >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << (kc - kk)) - 1
+        };
+        let mut bv = [_mm512_setzero_si512(); C];
+        for j in 0..C {
+            bv[j] = _mm512_maskz_loadu_epi16(mask, b.add(j * ldb + kk).cast());
+        }
+        for i in 0..R {
+            let av: __m512bh =
+                std::mem::transmute(_mm512_maskz_loadu_epi16(mask, a.add(i * lda + kk).cast()));
+            for j in 0..C {
+                acc[i][j] = _mm512_dpbf16_ps(
+                    acc[i][j],
+                    av,
+                    std::mem::transmute::<__m512i, __m512bh>(bv[j]),
+                );
+            }
+        }
+        kk += 32;
+    }
+    store_tile(&acc, c, ldc, first);
+}
+
+macro_rules! dispatch {
+    ($f:ident, $mr:expr, $nr:expr, $($args:expr),*) => {
+        match ($mr, $nr) {
+            (4, 4) => $f::<4, 4>($($args),*), (4, 3) => $f::<4, 3>($($args),*), (4, 2) => $f::<4, 2>($($args),*), (4, 1) => $f::<4, 1>($($args),*),
+            (3, 4) => $f::<3, 4>($($args),*), (3, 3) => $f::<3, 3>($($args),*), (3, 2) => $f::<3, 2>($($args),*), (3, 1) => $f::<3, 1>($($args),*),
+            (2, 4) => $f::<2, 4>($($args),*), (2, 3) => $f::<2, 3>($($args),*), (2, 2) => $f::<2, 2>($($args),*), (2, 1) => $f::<2, 1>($($args),*),
+            (1, 4) => $f::<1, 4>($($args),*), (1, 3) => $f::<1, 3>($($args),*), (1, 2) => $f::<1, 2>($($args),*), _ => $f::<1, 1>($($args),*),
+        }
+    };
+}
+
+/// `c = a · bᵀ`; requires `available_f32()`.
+pub fn gemm_f32(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, c: &mut [f32]) {
+    assert!(available_f32() && a.len() >= m * k && b.len() >= n * k);
+    run_blocks(m, n, k, c, |m0, mr, j0, nr, k0, kc, out| {
+        // SAFETY: AVX-512F is present (asserted); the tile reads rows m0..m0+mr of a and
+        // j0..j0+nr of b within k0..k0+kc (masked at the tail), all inside the slices, and
+        // writes its own tile of c.
+        unsafe {
+            let (pa, pb, pc) = (
+                a.as_ptr().add(m0 * k + k0),
+                b.as_ptr().add(j0 * k + k0),
+                out.0.add(m0 * n + j0),
+            );
+            dispatch!(tile_f32, mr, nr, pa, k, pb, k, kc, pc, n, k0 == 0)
+        }
+    });
+}
+
+/// `c = bf16(a) · bᵀ`: activations are rounded to bf16 once, products accumulate in f32.
+/// Requires `available_bf16()`.
+pub fn gemm_bf16(a: &[f32], m: usize, k: usize, b: &[bf16], n: usize, c: &mut [f32]) {
+    assert!(available_bf16() && a.len() >= m * k && b.len() >= n * k);
+    let mut a16 = vec![0u16; m * k];
+    a16.par_chunks_mut(k)
+        .zip(a.par_chunks(k))
+        .for_each(|(d, s)| {
+            for (d, s) in d.iter_mut().zip(s) {
+                *d = bf16::from_f32(*s).to_bits();
+            }
+        });
+    let b16: &[u16] = bytes_of_bf16(b);
+    run_blocks(m, n, k, c, |m0, mr, j0, nr, k0, kc, out| {
+        // SAFETY: as in gemm_f32, with AVX-512 BF16 present (asserted).
+        unsafe {
+            let (pa, pb, pc) = (
+                a16.as_ptr().add(m0 * k + k0),
+                b16.as_ptr().add(j0 * k + k0),
+                out.0.add(m0 * n + j0),
+            );
+            dispatch!(tile_bf16, mr, nr, pa, k, pb, k, kc, pc, n, k0 == 0)
+        }
+    });
+}
+
+fn bytes_of_bf16(b: &[bf16]) -> &[u16] {
+    // SAFETY: bf16 is a transparent 16-bit value with the same size and alignment as u16.
+    unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u16>(), b.len()) }
+}

@@ -1,0 +1,29 @@
+//! Tokenizers, chat templates and incremental detokenization.
+//!
+//! Owns everything between text and token ids: loading a model's tokenizer files
+//! (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`, chat templates),
+//! encoding, decoding, rendering chat templates and streaming decoded text. Depends on the
+//! `tokenizers` crate, minijinja and `ids`; it must not depend on `model` or `engine` and never
+//! sees tensors.
+//!
+//! Invariant: every output matches what Hugging Face transformers (fast tokenizer, Jinja2 chat
+//! templates) produces for the same files and input; where it cannot, it fails with a
+//! `TokenizerError` instead of producing something close.
+
+mod chat_template;
+mod config;
+mod detokenizer;
+mod error;
+mod jinja_compat;
+mod jinja_filters;
+mod template_source;
+#[allow(clippy::module_inception)]
+mod tokenizer;
+
+pub use chat_template::{ChatInput, ChatTemplate};
+pub use config::{
+    ChatTemplateSource, SpecialToken, SpecialTokenKind, SpecialTokens, TokenizerConfig,
+};
+pub use detokenizer::IncrementalDetokenizer;
+pub use error::TokenizerError;
+pub use tokenizer::Tokenizer;
