@@ -4,8 +4,10 @@
 
 mod tokenizer_support;
 
-use enclave::tokenizer::{ChatInput, ChatTemplate, SpecialTokenKind, SpecialTokens, Tokenizer};
-use serde_json::{Map, Value};
+use enclave::tokenizer::{
+    ChatInput, ChatTemplate, SpecialTokenKind, SpecialTokens, Tokenizer, TokenizerConfig,
+};
+use serde_json::Value;
 use tokenizer_support::{fixtures_dir, ids, json_files, load, read_json, shared_data};
 
 /// Cases whose difference is understood and cannot be removed with minijinja, each with the
@@ -80,33 +82,26 @@ fn template_source(fixture: &Value) -> (String, String) {
     (text, origin)
 }
 
-/// The named special tokens, and the other string variables (Gemma 3's `boi_token`...) that
-/// transformers passes alongside them.
-fn special_tokens(fixture: &Value) -> (SpecialTokens, Map<String, Value>) {
+/// The named special tokens, the standard ones and the model-specific ones (Gemma 3's
+/// `boi_token`...), which transformers passes as template variables.
+fn special_tokens(fixture: &Value) -> SpecialTokens {
     let mut special = SpecialTokens::default();
-    let mut extra = Map::new();
     for (key, value) in fixture["special_tokens"].as_object().into_iter().flatten() {
         let Some(text) = value.as_str() else { continue };
         match SpecialTokenKind::ALL.iter().find(|k| k.attribute() == key) {
             Some(&kind) => special.set_content(kind, Some(text.to_string())),
-            None => {
-                extra.insert(key.clone(), value.clone());
-            }
+            None => special.set_model_specific(key, text.to_string()),
         }
     }
-    (special, extra)
+    special
 }
 
-fn chat_input(case: &Value, extra: &Map<String, Value>, now: chrono::NaiveDateTime) -> ChatInput {
-    let mut kwargs = extra.clone();
-    for (k, v) in case["kwargs"].as_object().into_iter().flatten() {
-        kwargs.insert(k.clone(), v.clone());
-    }
+fn chat_input(case: &Value, now: chrono::NaiveDateTime) -> ChatInput {
     ChatInput {
         messages: case["messages"].as_array().cloned().unwrap_or_default(),
         tools: case["tools"].as_array().cloned(),
         add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap_or(false),
-        kwargs,
+        kwargs: case["kwargs"].as_object().cloned().unwrap_or_default(),
         now: Some(now),
     }
 }
@@ -181,13 +176,27 @@ fn chat_templates_render_like_transformers() {
                 continue;
             }
         };
-        let (special, extra) = special_tokens(&fixture);
+        let special = special_tokens(&fixture);
         let now_text = fixture["now"].as_str().unwrap_or_default();
         let now = chrono::NaiveDateTime::parse_from_str(now_text, "%Y-%m-%dT%H:%M:%S")
             .unwrap_or_else(|e| panic!("{name}: bad now {now_text:?}: {e}"));
         let tokenizer = fixture["tokenizer"].as_str().map(load);
-        if let Some(tok) = &tokenizer {
-            let ours: Vec<_> = tok.special_tokens().template_variables().collect();
+        // Where the fixture's special tokens come from a real tokenizer folder, ours must
+        // read the same from it (with no tokenizer.json, from its configuration alone).
+        let config_dir = fixture["template_source"]
+            .as_str()
+            .filter(|s| s.starts_with("tokenizers/"))
+            .and_then(|s| shared_data().join(s).parent().map(|p| p.to_path_buf()));
+        let ours = match (&tokenizer, &config_dir) {
+            (Some(tok), _) => Some(tok.special_tokens().clone()),
+            (None, Some(dir)) => TokenizerConfig::from_dir(dir)
+                .map(|c| c.special_tokens)
+                .map_err(|e| failures.push(format!("{name}: {e}")))
+                .ok(),
+            (None, None) => None,
+        };
+        if let Some(ours) = ours {
+            let ours: Vec<_> = ours.template_variables().collect();
             let theirs: Vec<_> = special.template_variables().collect();
             if ours != theirs {
                 failures.push(format!("{name}: special tokens {ours:?}, want {theirs:?}"));
@@ -195,7 +204,7 @@ fn chat_templates_render_like_transformers() {
         }
         for case in fixture["cases"].as_array().into_iter().flatten() {
             checked += 1;
-            let input = chat_input(case, &extra, now);
+            let input = chat_input(case, now);
             let own = tokenizer.as_ref().is_some_and(|tok| {
                 tok.chat_template_for(input.tools.is_some())
                     .is_ok_and(|t| t.source() == source)

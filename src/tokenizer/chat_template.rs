@@ -1,8 +1,9 @@
 //! Chat templates: the Jinja programs that turn a conversation into a prompt.
 //!
 //! Owns `ChatTemplate` (one compiled template) and `ChatInput` (what it renders). Depends on
-//! minijinja (+ contrib pycompat), `jinja_compat` and `config::SpecialTokens`; it must not
-//! depend on the `tokenizers` crate: rendering produces text, encoding is the caller's job.
+//! minijinja, `jinja_compat`, `jinja_filters`, `template_source` and `config::SpecialTokens`;
+//! it must not depend on the `tokenizers` crate: rendering produces text, encoding is the
+//! caller's job.
 //!
 //! Invariant: `render` produces exactly the text transformers' `apply_chat_template(...,
 //! tokenize=False)` produces for the same input (Jinja2 with trim_blocks, lstrip_blocks, loop

@@ -70,7 +70,12 @@ pub struct SpecialToken {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpecialTokens {
     named: [Option<SpecialToken>; 7],
-    /// `additional_special_tokens`; transformers does not pass these to chat templates.
+    /// Model-specific named tokens (`image_token`, `boi_token`...): the other `*_token` string
+    /// fields of tokenizer_config.json and the entries of an `extra_special_tokens` object.
+    /// transformers treats them as named special tokens, chat-template variables included.
+    model_specific: Vec<(String, SpecialToken)>,
+    /// `additional_special_tokens` (or an `extra_special_tokens` list): special, but
+    /// transformers does not pass these to chat templates.
     pub additional: Vec<SpecialToken>,
 }
 
@@ -91,6 +96,32 @@ impl SpecialTokens {
         );
     }
 
+    /// A model-specific named token, by its variable name (`image_token`...).
+    pub fn model_specific(&self, name: &str) -> Option<&SpecialToken> {
+        self.model_specific
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+    }
+
+    /// Sets (or replaces) a model-specific named token.
+    pub fn set_model_specific(&mut self, name: &str, content: String) {
+        let token = SpecialToken { content, id: None };
+        match self.model_specific.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = token,
+            None => self.model_specific.push((name.to_string(), token)),
+        }
+    }
+
+    /// Every named token, standard ones first, then the model-specific ones.
+    pub fn all_named(&self) -> impl Iterator<Item = (&str, &SpecialToken)> + '_ {
+        let standard = SpecialTokenKind::ALL
+            .iter()
+            .filter_map(|&kind| self.get(kind).map(|t| (kind.attribute(), t)));
+        let specific = self.model_specific.iter().map(|(n, t)| (n.as_str(), t));
+        standard.chain(specific)
+    }
+
     pub fn bos(&self) -> Option<&SpecialToken> {
         self.get(SpecialTokenKind::Bos)
     }
@@ -109,17 +140,15 @@ impl SpecialTokens {
 
     /// `(variable name, text)` for every named token that is set: exactly what transformers'
     /// `special_tokens_map` hands to a chat template.
-    pub fn template_variables(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
-        SpecialTokenKind::ALL.iter().filter_map(|&kind| {
-            self.get(kind)
-                .map(|t| (kind.attribute(), t.content.as_str()))
-        })
+    pub fn template_variables(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.all_named().map(|(n, t)| (n, t.content.as_str()))
     }
 
     /// Fills in ids with `lookup`, leaving `None` where the text is not a token.
     pub fn resolve_ids(&mut self, lookup: impl Fn(&str) -> Option<TokenId>) {
-        let tokens = self.named.iter_mut().flatten();
-        for token in tokens.chain(self.additional.iter_mut()) {
+        let named = self.named.iter_mut().flatten();
+        let specific = self.model_specific.iter_mut().map(|(_, t)| t);
+        for token in named.chain(specific).chain(self.additional.iter_mut()) {
             token.id = lookup(&token.content);
         }
     }
@@ -275,19 +304,60 @@ fn read_special_tokens(
         }
         special.set_content(kind, content);
     }
-    if let Some(value) = fields.get("additional_special_tokens") {
-        let field = "additional_special_tokens";
-        let Value::Array(items) = value else {
-            return Err(invalid_field(
-                path,
-                field,
-                format!("must be a list of tokens, found {}", json_type(value)),
-            ));
-        };
-        special.additional.clear();
-        for (i, item) in items.iter().enumerate() {
-            let item_field = format!("{field}[{i}]");
-            if let Some(content) = token_content(path, &item_field, item)? {
+    read_model_specific_tokens(path, fields, special)?;
+    for field in ["additional_special_tokens", "extra_special_tokens"] {
+        match fields.get(field) {
+            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            Some(Value::Array(items)) => read_token_list(path, field, items, special)?,
+            Some(other) => {
+                return Err(invalid_field(
+                    path,
+                    field,
+                    format!("must be a list of tokens, found {}", json_type(other)),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// transformers' model-specific named tokens: any other `*_token` field holding a token, and
+/// the entries of an `extra_special_tokens` object.
+fn read_model_specific_tokens(
+    path: &Path,
+    fields: &Map<String, Value>,
+    special: &mut SpecialTokens,
+) -> Result<(), TokenizerError> {
+    let is_named = |key: &str| SpecialTokenKind::ALL.iter().any(|k| k.attribute() == key);
+    for (key, value) in fields {
+        let is_token = matches!(value, Value::String(_) | Value::Object(_));
+        if key.ends_with("_token") && !is_named(key) && is_token {
+            if let Some(content) = token_content(path, key, value)? {
+                special.set_model_specific(key, content);
+            }
+        }
+    }
+    if let Some(Value::Object(extra)) = fields.get("extra_special_tokens") {
+        for (key, value) in extra {
+            let field = format!("extra_special_tokens.{key}");
+            if let Some(content) = token_content(path, &field, value)? {
+                special.set_model_specific(key, content);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_token_list(
+    path: &Path,
+    field: &str,
+    items: &[Value],
+    special: &mut SpecialTokens,
+) -> Result<(), TokenizerError> {
+    for (i, item) in items.iter().enumerate() {
+        let item_field = format!("{field}[{i}]");
+        if let Some(content) = token_content(path, &item_field, item)? {
+            if !special.additional.iter().any(|t| t.content == content) {
                 special.additional.push(SpecialToken { content, id: None });
             }
         }
@@ -447,5 +517,65 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn reads_tokens_in_every_form() {
+        let path = Path::new("tokenizer_config.json");
+        let config = TokenizerConfig::from_fields(
+            path,
+            &fields(json!({
+                "bos_token": {"content": "<s>", "lstrip": false},
+                "eos_token": "</s>",
+                "unk_token": null,
+                "image_token": "<img>",
+                "add_bos_token": true,
+                "extra_special_tokens": {"boi_token": "<boi>"},
+                "additional_special_tokens": ["<a>", {"content": "<b>"}],
+                "chat_template": [{"name": "default", "template": "x"}]
+            })),
+        )
+        .unwrap();
+        let special = &config.special_tokens;
+        assert_eq!(special.bos().map(|t| t.content.as_str()), Some("<s>"));
+        assert_eq!(special.eos().map(|t| t.content.as_str()), Some("</s>"));
+        assert!(special.unk().is_none());
+        let vars: Vec<_> = special.template_variables().collect();
+        assert_eq!(
+            vars,
+            [
+                ("bos_token", "<s>"),
+                ("eos_token", "</s>"),
+                ("image_token", "<img>"),
+                ("boi_token", "<boi>")
+            ]
+        );
+        assert_eq!(special.additional.len(), 2);
+        assert_eq!(config.add_bos_token, Some(true));
+        assert_eq!(config.chat_templates[0].name.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let path = Path::new("dir/tokenizer_config.json");
+        let err = TokenizerConfig::from_fields(path, &fields(json!({"eos_token": 3}))).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("dir/tokenizer_config.json") && text.contains("eos_token"),
+            "{text}"
+        );
     }
 }

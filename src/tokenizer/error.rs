@@ -1,6 +1,6 @@
 //! The one error type of the `tokenizer` module.
 //!
-//! Owns `TokenizerError`. Depends on nothing but `std`, `thiserror` and `ids`; it must not
+//! Owns `TokenizerError`. Depends on nothing but `std`, `serde_json` and `thiserror`; it must not
 //! depend on the rest of the module, so that every file can return it.
 //!
 //! Invariant: every variant that comes from a file names that file, and every variant that
@@ -8,8 +8,6 @@
 //! operator what to fix and where.
 
 use std::path::PathBuf;
-
-use crate::ids::TokenId;
 
 /// Everything that can go wrong while loading a tokenizer, encoding, decoding or rendering a
 /// chat template.
@@ -57,10 +55,6 @@ pub enum TokenizerError {
     /// The underlying tokenizer refused to decode.
     #[error("cannot decode token ids: {message}")]
     Decode { message: String },
-
-    /// A token id the tokenizer cannot produce was passed where one must exist.
-    #[error("token id {id} is outside the vocabulary (vocab_size {vocab_size})")]
-    UnknownTokenId { id: TokenId, vocab_size: usize },
 
     /// The tokenizer has no chat template but one was asked for.
     #[error(

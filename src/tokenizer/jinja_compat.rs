@@ -275,13 +275,14 @@ fn py_printable(c: char) -> bool {
         | 0xfff9..=0xfffb | 0xfffe | 0xffff | 0xf0000..)
 }
 
-/// Options of transformers' `tojson` (Python `json.dumps`).
-struct JsonOptions {
+/// Python's `json.dumps` with its options, writing into `out`.
+struct JsonWriter {
     ensure_ascii: bool,
     indent: Option<String>,
     item_sep: String,
     key_sep: String,
     sort_keys: bool,
+    out: String,
 }
 
 /// transformers' `tojson` filter: `json.dumps(x, ensure_ascii=False, indent=None,
@@ -317,106 +318,102 @@ pub(crate) fn tojson(value: &Value, args: &[Value], kwargs: Kwargs) -> Result<St
     };
     let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
     kwargs.assert_all_used()?;
-    let options = JsonOptions {
+    let mut writer = JsonWriter {
         ensure_ascii,
         indent,
         item_sep,
         key_sep,
         sort_keys,
+        out: String::new(),
     };
-    let mut out = String::new();
-    write_json(value, &options, 0, &mut out)?;
-    Ok(out)
+    writer.value(value, 0)?;
+    Ok(writer.out)
 }
 
-fn write_json(
-    value: &Value,
-    opt: &JsonOptions,
-    level: usize,
-    out: &mut String,
-) -> Result<(), Error> {
-    if is_generator(value) || value.is_undefined() {
-        return Err(Error::new(
-            ErrorKind::InvalidOperation,
-            format!(
-                "TypeError: Object of type {} is not JSON serializable",
-                py_type_name(value)
+impl JsonWriter {
+    fn value(&mut self, value: &Value, level: usize) -> Result<(), Error> {
+        if is_generator(value) || value.is_undefined() {
+            return Err(not_serializable(value));
+        }
+        match value.kind() {
+            ValueKind::None => self.out.push_str("null"),
+            ValueKind::Bool => self
+                .out
+                .push_str(if value.is_true() { "true" } else { "false" }),
+            ValueKind::Number => self.out.push_str(&json_number(value)),
+            ValueKind::String => json_str(
+                value.as_str().unwrap_or_default(),
+                self.ensure_ascii,
+                &mut self.out,
             ),
-        ));
-    }
-    match value.kind() {
-        ValueKind::None => out.push_str("null"),
-        ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
-        ValueKind::Number => out.push_str(&json_number(value)),
-        ValueKind::String => json_str(value.as_str().unwrap_or_default(), opt.ensure_ascii, out),
-        ValueKind::Seq | ValueKind::Iterable => {
-            let items: Vec<Value> = value.try_iter()?.collect();
-            write_container(('[', ']'), items.len(), opt, level, out, |i, out| {
-                write_json(&items[i], opt, level + 1, out)
-            })?;
-        }
-        ValueKind::Map => {
-            let mut entries = map_entries(value)?;
-            if opt.sort_keys {
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
+            ValueKind::Seq | ValueKind::Iterable => {
+                let items: Vec<Value> = value.try_iter()?.collect();
+                self.container(('[', ']'), items.len(), level, |w, i| {
+                    w.value(&items[i], level + 1)
+                })?;
             }
-            write_container(('{', '}'), entries.len(), opt, level, out, |i, out| {
-                let (k, v) = &entries[i];
-                json_key(k, opt.ensure_ascii, out)?;
-                out.push_str(&opt.key_sep);
-                write_json(v, opt, level + 1, out)
-            })?;
+            ValueKind::Map => {
+                let mut entries = map_entries(value)?;
+                if self.sort_keys {
+                    entries.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+                self.container(('{', '}'), entries.len(), level, |w, i| {
+                    let (k, v) = &entries[i];
+                    json_key(k, w.ensure_ascii, &mut w.out)?;
+                    w.out.push_str(&w.key_sep);
+                    w.value(v, level + 1)
+                })?;
+            }
+            _ => return Err(not_serializable(value)),
         }
-        _ => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!(
-                    "TypeError: Object of type {} is not JSON serializable",
-                    py_type_name(value)
-                ),
-            ))
+        Ok(())
+    }
+
+    /// Writes `[...]`/`{...}` with Python's layout: empty containers stay `[]`, and with an
+    /// indent every item goes on its own line.
+    fn container(
+        &mut self,
+        (open, close): (char, char),
+        len: usize,
+        level: usize,
+        mut item: impl FnMut(&mut Self, usize) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.out.push(open);
+        if len == 0 {
+            self.out.push(close);
+            return Ok(());
+        }
+        self.newline(level + 1);
+        for i in 0..len {
+            if i > 0 {
+                self.out.push_str(&self.item_sep);
+                self.newline(level + 1);
+            }
+            item(self, i)?;
+        }
+        self.newline(level);
+        self.out.push(close);
+        Ok(())
+    }
+
+    fn newline(&mut self, depth: usize) {
+        if let Some(indent) = &self.indent {
+            self.out.push('\n');
+            for _ in 0..depth {
+                self.out.push_str(indent);
+            }
         }
     }
-    Ok(())
 }
 
-/// Writes `[...]`/`{...}` with Python's layout: empty containers stay `[]`, and with an
-/// indent every item goes on its own line.
-fn write_container(
-    (open, close): (char, char),
-    len: usize,
-    opt: &JsonOptions,
-    level: usize,
-    out: &mut String,
-    mut item: impl FnMut(usize, &mut String) -> Result<(), Error>,
-) -> Result<(), Error> {
-    out.push(open);
-    if len == 0 {
-        out.push(close);
-        return Ok(());
-    }
-    let newline = |depth: usize| {
-        opt.indent
-            .as_ref()
-            .map(|ind| format!("\n{}", ind.repeat(depth)))
-    };
-    if let Some(nl) = newline(level + 1) {
-        out.push_str(&nl);
-    }
-    for i in 0..len {
-        if i > 0 {
-            out.push_str(&opt.item_sep);
-            if let Some(nl) = newline(level + 1) {
-                out.push_str(&nl);
-            }
-        }
-        item(i, out)?;
-    }
-    if let Some(nl) = newline(level) {
-        out.push_str(&nl);
-    }
-    out.push(close);
-    Ok(())
+fn not_serializable(value: &Value) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!(
+            "TypeError: Object of type {} is not JSON serializable",
+            py_type_name(value)
+        ),
+    )
 }
 
 fn json_number(value: &Value) -> String {

@@ -17,7 +17,7 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PostProcessorWrapper};
 
 use super::chat_template::{ChatInput, ChatTemplate};
-use super::config::{SpecialTokenKind, SpecialTokens, TokenizerConfig};
+use super::config::{SpecialTokens, TokenizerConfig};
 use super::error::TokenizerError;
 use crate::ids::TokenId;
 
@@ -282,7 +282,7 @@ fn add_missing_special_tokens(inner: &mut tokenizers::Tokenizer, special: &Speci
         .into_values()
         .map(|t| t.content)
         .collect();
-    let named = SpecialTokenKind::ALL.iter().filter_map(|&k| special.get(k));
+    let named = special.all_named().map(|(_, t)| t);
     let missing: Vec<AddedToken> = named
         .chain(special.additional.iter())
         .filter(|t| !existing.contains(&t.content))

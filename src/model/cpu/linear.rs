@@ -60,6 +60,18 @@ fn streamed<T: Element>(x: &[f32], rows: usize, k: usize, w: &[T], n: usize, out
     let per_task = n.div_ceil(threads * 8).max(16);
     let work = |(chunk_idx, dst): (usize, &mut [f32])| {
         let j0 = chunk_idx * per_task;
+        if rows == 1 {
+            let done = dst.len() / 4 * 4;
+            let mut quads = dst.chunks_exact_mut(4);
+            for (q, d) in (&mut quads).enumerate() {
+                d.copy_from_slice(&T::dot4(x, &w[(j0 + 4 * q) * k..(j0 + 4 * q + 4) * k]));
+            }
+            for (jj, d) in quads.into_remainder().iter_mut().enumerate() {
+                let j = j0 + done + jj;
+                *d = T::dot(x, &w[j * k..(j + 1) * k]);
+            }
+            return;
+        }
         for (jj, dst_row) in dst.chunks_exact_mut(rows).enumerate() {
             let wr = &w[(j0 + jj) * k..(j0 + jj + 1) * k];
             for (t, d) in dst_row.iter_mut().enumerate() {
