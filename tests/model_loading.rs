@@ -62,6 +62,33 @@ fn bf16_and_f16_weights_load_and_stay_close_to_f32() -> Result<()> {
     Ok(())
 }
 
+/// Both residencies (in place in the mapping, or copied into huge pages) read the same bytes.
+#[test]
+fn mapped_and_resident_weights_give_the_same_logits() -> Result<()> {
+    use enclave::model::config::ModelConfig;
+    use enclave::model::WeightResidency;
+    let dir = fixture_model("llama3_scaled");
+    let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+    let r = Reference::load("llama3_scaled")?;
+    let prompt = r.ids("p2.input_ids")?;
+    let mut logits = Vec::new();
+    for residency in [WeightResidency::Mapped, WeightResidency::HugePages] {
+        let model = enclave::model::arch::load(
+            &cfg,
+            &Weights::open_dir_with(&dir, residency)?,
+            &Device::Cpu,
+        )?;
+        let (prefill, _) = run_alone(model.as_ref(), &prompt, &[], 16)?;
+        assert!(
+            max_abs_diff(&prefill, &r.logits("p2.prefill_logits")?)? < 1e-4,
+            "{residency:?}"
+        );
+        logits.push(prefill);
+    }
+    assert_eq!(max_abs_diff(&logits[0], &logits[1])?, 0.0);
+    Ok(())
+}
+
 #[test]
 fn sharded_weights_are_found_through_the_index() -> Result<()> {
     let dir = fixture_model("qwen2_bias_tied");

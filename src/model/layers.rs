@@ -8,8 +8,8 @@ use candle_core::{CpuStorage, Device, Storage, Tensor};
 
 use super::cpu::linear::{linear, MatRef};
 use super::error::{ModelError, Result};
-use super::weights::{WeightDtype, WeightView, Weights};
-use half::{bf16, f16};
+use super::resident::ResidentBytes;
+use super::weights::{typed_slice, WeightDtype, WeightResidency, WeightView, Weights};
 
 /// Runs `f` on the f32 elements of a contiguous CPU tensor without copying them.
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
@@ -28,36 +28,54 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> 
     }
 }
 
-/// A weight matrix readable by the kernels: mapped when the file is aligned, else an owned
-/// f32 copy (rare; only odd writers misalign tensors).
+/// A weight matrix readable by the kernels: in place in the mapping, resident in huge pages,
+/// or (for the rare misaligned file) an owned f32 copy.
 enum Matrix {
     Mapped(WeightView),
+    Resident {
+        bytes: ResidentBytes,
+        dtype: WeightDtype,
+    },
     Owned(Vec<f32>),
 }
 
+fn mat_ref(bytes: &[u8], dtype: WeightDtype) -> Option<MatRef<'_>> {
+    Some(match dtype {
+        WeightDtype::F32 => MatRef::F32(typed_slice(bytes)?),
+        WeightDtype::F16 => MatRef::F16(typed_slice(bytes)?),
+        WeightDtype::Bf16 => MatRef::Bf16(typed_slice(bytes)?),
+    })
+}
+
 impl Matrix {
-    fn new(view: WeightView) -> Self {
-        let aligned = match view.dtype {
-            WeightDtype::F32 => view.typed::<f32>().is_some(),
-            WeightDtype::F16 => view.typed::<f16>().is_some(),
-            WeightDtype::Bf16 => view.typed::<bf16>().is_some(),
-        };
-        if aligned {
-            Self::Mapped(view)
-        } else {
-            Self::Owned(view.to_f32_vec())
+    fn new(view: WeightView, residency: WeightResidency) -> Result<Self> {
+        if mat_ref(view.bytes(), view.dtype).is_none() {
+            return Ok(Self::Owned(view.to_f32_vec()));
         }
+        Ok(match residency {
+            WeightResidency::Mapped => Self::Mapped(view),
+            WeightResidency::HugePages => {
+                let bytes = ResidentBytes::copy_of(&view).map_err(|source| ModelError::Io {
+                    path: view.path().to_path_buf(),
+                    source,
+                })?;
+                Self::Resident {
+                    bytes,
+                    dtype: view.dtype,
+                }
+            }
+        })
     }
 
     fn as_ref(&self) -> MatRef<'_> {
+        // Alignment was checked in `new` (mapped) or is guaranteed (resident, huge-page
+        // aligned), so the typed views exist; the empty fallbacks are unreachable.
         match self {
             Self::Owned(v) => MatRef::F32(v),
-            // Alignment was checked in `new`, so the typed views exist.
-            Self::Mapped(v) => match v.dtype {
-                WeightDtype::F32 => MatRef::F32(v.typed().unwrap_or_default()),
-                WeightDtype::F16 => MatRef::F16(v.typed().unwrap_or_default()),
-                WeightDtype::Bf16 => MatRef::Bf16(v.typed().unwrap_or_default()),
-            },
+            Self::Mapped(v) => mat_ref(v.bytes(), v.dtype).unwrap_or(MatRef::F32(&[])),
+            Self::Resident { bytes, dtype } => {
+                mat_ref(bytes.bytes(), *dtype).unwrap_or(MatRef::F32(&[]))
+            }
         }
     }
 
@@ -65,6 +83,7 @@ impl Matrix {
         match self {
             Self::Owned(_) => WeightDtype::F32,
             Self::Mapped(v) => v.dtype,
+            Self::Resident { dtype, .. } => *dtype,
         }
     }
 }
@@ -98,18 +117,22 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self::from_view(view, bias))
+        Self::from_view(view, bias, w.residency())
     }
 
     /// A linear layer over an already-checked `[out, in]` view (the tied LM head).
-    pub fn from_view(view: WeightView, bias: Option<Tensor>) -> Self {
+    pub fn from_view(
+        view: WeightView,
+        bias: Option<Tensor>,
+        residency: WeightResidency,
+    ) -> Result<Self> {
         let (out_features, in_features) = (view.shape[0], view.shape[1]);
-        Self {
-            weight: Matrix::new(view),
+        Ok(Self {
+            weight: Matrix::new(view, residency)?,
             bias,
             in_features,
             out_features,
-        }
+        })
     }
 
     pub fn weight_dtype(&self) -> WeightDtype {

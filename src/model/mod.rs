@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod error;
 pub mod kv_cache;
 pub mod layers;
+pub mod resident;
 pub mod rope;
 pub mod source;
 pub mod weights;
@@ -23,7 +24,7 @@ pub use batch::{ForwardBatch, LogitsRows, SequenceChunk};
 pub use config::{Architecture, GenerationDefaults, ModelConfig};
 pub use error::ModelError;
 pub use kv_cache::{KvCache, KvCacheSpec, KvDtype};
-pub use weights::{WeightDtype, Weights};
+pub use weights::{WeightDtype, WeightResidency, Weights};
 
 /// A causal language model over the paged KV cache.
 pub trait CausalLm: Send + Sync {

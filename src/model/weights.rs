@@ -151,19 +151,63 @@ impl WeightView {
         if T::DTYPE != self.dtype {
             return None;
         }
-        let bytes = self.bytes();
-        if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
-            return None;
+        typed_slice(self.bytes())
+    }
+
+    /// Drops this tensor's pages from the process's mapping (they stay in the page cache and
+    /// come back on the next read), so a copy made elsewhere does not count twice in RSS.
+    pub fn release_pages(&self) {
+        const PAGE: usize = 4096;
+        let start = self.start.div_ceil(PAGE) * PAGE;
+        let end = self.end / PAGE * PAGE;
+        if end > start {
+            // SAFETY: the mapping is private and read-only, so dropping its pages discards
+            // nothing: later reads fault them back in from the file.
+            let _ = unsafe {
+                self.file.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
         }
-        // SAFETY: alignment was checked above, the length is a whole number of elements
-        // (checked when the view was made), every bit pattern is a valid T, and the mapping is
-        // read-only and outlives `self`.
-        Some(unsafe {
-            std::slice::from_raw_parts(
-                bytes.as_ptr().cast::<T>(),
-                bytes.len() / std::mem::size_of::<T>(),
-            )
-        })
+    }
+}
+
+/// `bytes` as a slice of `T`, when aligned for it; a trailing partial element is ignored.
+pub fn typed_slice<T: MappedElement>(bytes: &[u8]) -> Option<&[T]> {
+    if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
+        return None;
+    }
+    // SAFETY: alignment was checked above, the length is rounded down to whole elements,
+    // every bit pattern is a valid T (MappedElement's contract), and the borrow of `bytes`
+    // bounds the result's lifetime.
+    Some(unsafe {
+        std::slice::from_raw_parts(
+            bytes.as_ptr().cast::<T>(),
+            bytes.len() / std::mem::size_of::<T>(),
+        )
+    })
+}
+
+/// Where the large matrices live while the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightResidency {
+    /// Read in place from the file mapping (4 KiB pages; shared with the page cache).
+    Mapped,
+    /// Copied once from the mapping into transparent huge pages, releasing the mapped pages
+    /// as each matrix is copied. Decode streams every weight per token, and with 4 KiB pages
+    /// the TLB misses, not DRAM, set the pace; peak memory stays one model's size.
+    HugePages,
+}
+
+impl Default for WeightResidency {
+    fn default() -> Self {
+        if cfg!(target_os = "linux") {
+            Self::HugePages
+        } else {
+            Self::Mapped
+        }
     }
 }
 
@@ -186,12 +230,17 @@ impl MappedElement for bf16 {
 pub struct Weights {
     dir: PathBuf,
     by_name: HashMap<String, Arc<MappedFile>>,
+    residency: WeightResidency,
 }
 
 impl Weights {
     /// Maps `model.safetensors.index.json`'s shards, else `model.safetensors`, else every
     /// `*.safetensors` in `dir`.
     pub fn open_dir(dir: &Path) -> Result<Self> {
+        Self::open_dir_with(dir, WeightResidency::default())
+    }
+
+    pub fn open_dir_with(dir: &Path, residency: WeightResidency) -> Result<Self> {
         let files = weight_files(dir)?;
         let mut by_name = HashMap::new();
         for path in files {
@@ -203,7 +252,12 @@ impl Weights {
         Ok(Self {
             dir: dir.to_path_buf(),
             by_name,
+            residency,
         })
+    }
+
+    pub fn residency(&self) -> WeightResidency {
+        self.residency
     }
 
     pub fn contains(&self, name: &str) -> bool {

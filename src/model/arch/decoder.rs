@@ -70,7 +70,7 @@ impl DecoderLm {
             })
             .collect::<Result<Vec<_>>>()?;
         let lm_head = if cfg.tie_word_embeddings {
-            Linear::from_view(embed_tokens.view().clone(), None)
+            Linear::from_view(embed_tokens.view().clone(), None, w.residency())?
         } else {
             Linear::load(w, "lm_head", h, cfg.vocab_size, false, device)?
         };

@@ -210,6 +210,67 @@ pub fn gemm_bf16(a: &[f32], m: usize, k: usize, b: &[bf16], n: usize, c: &mut [f
     });
 }
 
+/// Rounds activations to bf16 (round to nearest even), as every bf16 product here expects.
+pub fn round_to_bf16(a: &[f32]) -> Vec<u16> {
+    a.iter().map(|v| bf16::from_f32(*v).to_bits()).collect()
+}
+
+/// Four dot products of bf16 activations `x` with consecutive bf16 rows of `w`.
+/// Requires `available_bf16()` and `w.len() >= 4 * x.len()`.
+pub fn dot4_bf16(x: &[u16], w: &[bf16]) -> [f32; 4] {
+    assert!(available_bf16() && w.len() >= 4 * x.len());
+    // SAFETY: the features are present and the four rows lie inside `w` (asserted).
+    unsafe { dot_rows_bf16::<4>(x, bytes_of_bf16(w)) }
+}
+
+/// One dot product; same requirements as `dot4_bf16` for one row.
+pub fn dot1_bf16(x: &[u16], w: &[bf16]) -> f32 {
+    assert!(available_bf16() && w.len() >= x.len());
+    // SAFETY: as above.
+    unsafe { dot_rows_bf16::<1>(x, bytes_of_bf16(w))[0] }
+}
+
+/// Rows are read one after another, so the weights stream through memory strictly in order (the
+/// access pattern hardware prefetchers follow best); four accumulators along `k` keep the
+/// dot-product latency hidden.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn dot_rows_bf16<const C: usize>(x: &[u16], w: &[u16]) -> [f32; C] {
+    let k = x.len();
+    let px = x.as_ptr();
+    std::array::from_fn(|j| {
+        let pw = w.as_ptr().add(j * k);
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut kk = 0;
+        while kk + 128 <= k {
+            for (u, a) in acc.iter_mut().enumerate() {
+                let xv: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(px.add(kk + 32 * u).cast()));
+                let wv: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(pw.add(kk + 32 * u).cast()));
+                *a = _mm512_dpbf16_ps(*a, xv, wv);
+            }
+            kk += 128;
+        }
+        while kk < k {
+            let mask: __mmask32 = if k - kk >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << (k - kk)) - 1
+            };
+            let xv: __m512bh =
+                std::mem::transmute(_mm512_maskz_loadu_epi16(mask, px.add(kk).cast()));
+            let wv: __m512bh =
+                std::mem::transmute(_mm512_maskz_loadu_epi16(mask, pw.add(kk).cast()));
+            acc[0] = _mm512_dpbf16_ps(acc[0], xv, wv);
+            kk += 32;
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(
+            _mm512_add_ps(acc[0], acc[1]),
+            _mm512_add_ps(acc[2], acc[3]),
+        ))
+    })
+}
+
 fn bytes_of_bf16(b: &[bf16]) -> &[u16] {
     // SAFETY: bf16 is a transparent 16-bit value with the same size and alignment as u16.
     unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u16>(), b.len()) }

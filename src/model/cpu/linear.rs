@@ -15,6 +15,7 @@ const GEMM_MIN_ROWS: usize = 16;
 /// Output features converted to f32 at a time on the GEMM path for 16-bit weights: a panel of
 /// this many rows stays in L2 while the GEMM reuses it for every row of `x`.
 const PANEL_ROWS: usize = 256;
+const TASKS_PER_THREAD: usize = 8;
 
 /// A weight matrix as the kernels read it.
 #[derive(Clone, Copy)]
@@ -45,6 +46,12 @@ pub fn linear(x: &[f32], rows: usize, k: usize, w: MatRef<'_>, n: usize, out: &m
             MatRef::Bf16(w) => gemm_widened(x, rows, k, w, n, out),
         }
     } else {
+        #[cfg(target_arch = "x86_64")]
+        if let MatRef::Bf16(w) = w {
+            if super::gemm::available_bf16() {
+                return streamed_bf16(x, rows, k, w, n, out);
+            }
+        }
         match w {
             MatRef::F32(w) => streamed(x, rows, k, w, n, out),
             MatRef::F16(w) => streamed(x, rows, k, w, n, out),
@@ -56,26 +63,50 @@ pub fn linear(x: &[f32], rows: usize, k: usize, w: MatRef<'_>, n: usize, out: &m
 /// Each task owns a contiguous run of weight rows; the result is built transposed (`[n, rows]`)
 /// so that tasks write disjoint slices, then turned around.
 fn streamed<T: Element>(x: &[f32], rows: usize, k: usize, w: &[T], n: usize, out: &mut [f32]) {
+    streamed_with(x, rows, k, w, n, out, T::dot, T::dot4)
+}
+
+/// bf16 weights with the bf16 dot-product instruction: the activations are rounded to bf16
+/// once, exactly as the prefill GEMM does, so decode and prefill compute the same products.
+#[cfg(target_arch = "x86_64")]
+fn streamed_bf16(x: &[f32], rows: usize, k: usize, w: &[bf16], n: usize, out: &mut [f32]) {
+    use super::gemm::{dot1_bf16, dot4_bf16, round_to_bf16};
+    streamed_with(&round_to_bf16(x), rows, k, w, n, out, dot1_bf16, dot4_bf16)
+}
+
+type Dot1<A, T> = fn(&[A], &[T]) -> f32;
+type Dot4<A, T> = fn(&[A], &[T]) -> [f32; 4];
+
+fn streamed_with<A: Sync, T: Sync>(
+    x: &[A],
+    rows: usize,
+    k: usize,
+    w: &[T],
+    n: usize,
+    out: &mut [f32],
+    dot: Dot1<A, T>,
+    dot4: Dot4<A, T>,
+) {
     let threads = rayon::current_num_threads().max(1);
-    let per_task = n.div_ceil(threads * 8).max(16);
+    let per_task = (n.div_ceil(threads * TASKS_PER_THREAD).max(16) + 3) / 4 * 4;
     let work = |(chunk_idx, dst): (usize, &mut [f32])| {
         let j0 = chunk_idx * per_task;
         if rows == 1 {
             let done = dst.len() / 4 * 4;
             let mut quads = dst.chunks_exact_mut(4);
             for (q, d) in (&mut quads).enumerate() {
-                d.copy_from_slice(&T::dot4(x, &w[(j0 + 4 * q) * k..(j0 + 4 * q + 4) * k]));
+                d.copy_from_slice(&dot4(x, &w[(j0 + 4 * q) * k..(j0 + 4 * q + 4) * k]));
             }
             for (jj, d) in quads.into_remainder().iter_mut().enumerate() {
                 let j = j0 + done + jj;
-                *d = T::dot(x, &w[j * k..(j + 1) * k]);
+                *d = dot(x, &w[j * k..(j + 1) * k]);
             }
             return;
         }
         for (jj, dst_row) in dst.chunks_exact_mut(rows).enumerate() {
             let wr = &w[(j0 + jj) * k..(j0 + jj + 1) * k];
             for (t, d) in dst_row.iter_mut().enumerate() {
-                *d = T::dot(&x[t * k..(t + 1) * k], wr);
+                *d = dot(&x[t * k..(t + 1) * k], wr);
             }
         }
     };
@@ -204,9 +235,10 @@ mod tests {
         let w_h_f32: Vec<f32> = w_h.iter().map(|v| v.to_f32()).collect();
         for rows in [1, 3, 15, 16, 41] {
             let x = pseudo(rows * k, rows as u32);
-            // The bf16 GEMM rounds activations to bf16 once; the reference does the same.
+            // With the bf16 dot-product instruction, activations are rounded to bf16 once; the
+            // reference does the same.
             let x_bf: Vec<f32> = x.iter().map(|v| bf16::from_f32(*v).to_f32()).collect();
-            let bf16_gemm = rows >= GEMM_MIN_ROWS && cfg!(target_arch = "x86_64") && {
+            let bf16_gemm = cfg!(target_arch = "x86_64") && {
                 #[cfg(target_arch = "x86_64")]
                 let a = super::super::gemm::available_bf16();
                 #[cfg(not(target_arch = "x86_64"))]
