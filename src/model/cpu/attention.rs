@@ -42,8 +42,38 @@ pub fn write_slots<T: Element>(cache: &mut [T], src: &[f32], slot_mapping: &[u32
     }
 }
 
-/// `out` is `[tokens, num_heads * head_dim]`, laid out like `q`.
+/// Query rows of one sequence from which the matrix-product path pays for its gathers.
+const BLOCKED_MIN_ROWS: usize = 16;
+
+/// `out` is `[tokens, num_heads * head_dim]`, laid out like `q`. Long query runs (prefill
+/// chunks) go through matrix products per head; the rest (decode) row by row.
 pub fn paged_attention<T: Element>(
+    q: &[f32],
+    k_cache: &[T],
+    v_cache: &[T],
+    seqs: &[SeqAttention<'_>],
+    shape: AttentionShape,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::gemm::available_f32() {
+        let (long, short): (Vec<_>, Vec<_>) = seqs
+            .iter()
+            .cloned()
+            .partition(|s| s.query_len >= BLOCKED_MIN_ROWS);
+        for seq in &long {
+            blocked::attend(q, k_cache, v_cache, seq, shape, out);
+        }
+        if !short.is_empty() {
+            rowwise(q, k_cache, v_cache, &short, shape, out);
+        }
+        return;
+    }
+    rowwise(q, k_cache, v_cache, seqs, shape, out)
+}
+
+/// One (row, head) at a time: scores, softmax and the weighted sum of values.
+fn rowwise<T: Element>(
     q: &[f32],
     k_cache: &[T],
     v_cache: &[T],
@@ -55,13 +85,15 @@ pub fn paged_attention<T: Element>(
     let group = shape.num_heads / shape.num_kv_heads;
     let kv_row = shape.num_kv_heads * hd;
     // Row r of the packed batch belongs to the sequence whose query range holds it.
-    let mut owner = vec![0usize; out.len() / (shape.num_heads * hd)];
+    let mut owner = vec![None; out.len() / (shape.num_heads * hd)];
     for (s, seq) in seqs.iter().enumerate() {
-        owner[seq.query_start..seq.query_start + seq.query_len].fill(s);
+        owner[seq.query_start..seq.query_start + seq.query_len].fill(Some(s));
     }
     out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
         let (row, head) = (idx / shape.num_heads, idx % shape.num_heads);
-        let seq = &seqs[owner[row]];
+        // Rows of sequences handled elsewhere are left alone.
+        let Some(s) = owner[row] else { return };
+        let seq = &seqs[s];
         let pos = seq.context_len - seq.query_len + (row - seq.query_start);
         let first = shape
             .sliding_window
@@ -86,6 +118,88 @@ pub fn paged_attention<T: Element>(
             T::axpy(o, s / sum, &v_cache[slot(p)..slot(p) + hd]);
         }
     });
+}
+
+/// The matrix-product path for long query runs: per head, gather the sequence's keys and
+/// values out of their blocks once, then `scores = Q·Kᵀ` and `out = P·V` with the f32 tile
+/// kernel, masking positions after each query (and outside the sliding window).
+#[cfg(target_arch = "x86_64")]
+mod blocked {
+    use rayon::prelude::*;
+
+    use super::{AttentionShape, Element, SeqAttention};
+    use crate::model::cpu::gemm::gemm_f32_serial;
+
+    pub(super) fn attend<T: Element>(
+        q: &[f32],
+        k_cache: &[T],
+        v_cache: &[T],
+        seq: &SeqAttention<'_>,
+        shape: AttentionShape,
+        out: &mut [f32],
+    ) {
+        let (hd, heads) = (shape.head_dim, shape.num_heads);
+        let group = heads / shape.num_kv_heads;
+        let (rows, ctx) = (seq.query_len, seq.context_len);
+        let first_pos = ctx - rows;
+        let per_head: Vec<Vec<f32>> = (0..heads)
+            .into_par_iter()
+            .map(|h| {
+                let kv_off = (h / group) * hd;
+                let slot = |p: usize| {
+                    let block = seq.block_table[p / shape.block_size] as usize;
+                    (block * shape.block_size + p % shape.block_size) * shape.num_kv_heads * hd
+                        + kv_off
+                };
+                let mut keys = vec![0f32; ctx * hd];
+                let mut values_t = vec![0f32; hd * ctx];
+                for p in 0..ctx {
+                    let (k, v) = (
+                        &k_cache[slot(p)..slot(p) + hd],
+                        &v_cache[slot(p)..slot(p) + hd],
+                    );
+                    for d in 0..hd {
+                        keys[p * hd + d] = k[d].to_f32();
+                        values_t[d * ctx + p] = v[d].to_f32();
+                    }
+                }
+                let mut qh = vec![0f32; rows * hd];
+                for r in 0..rows {
+                    qh[r * hd..(r + 1) * hd]
+                        .copy_from_slice(&q[((seq.query_start + r) * heads + h) * hd..][..hd]);
+                }
+                let mut scores = vec![0f32; rows * ctx];
+                gemm_f32_serial(&qh, rows, hd, &keys, ctx, &mut scores);
+                for (r, row) in scores.chunks_exact_mut(ctx).enumerate() {
+                    let pos = first_pos + r;
+                    let lo = shape
+                        .sliding_window
+                        .map_or(0, |w| (pos + 1).saturating_sub(w));
+                    let visible = &mut row[lo..=pos];
+                    let max = visible
+                        .iter()
+                        .fold(f32::NEG_INFINITY, |m, s| m.max(*s * shape.scale));
+                    let mut sum = 0f32;
+                    for s in visible.iter_mut() {
+                        *s = (*s * shape.scale - max).exp();
+                        sum += *s;
+                    }
+                    visible.iter_mut().for_each(|s| *s /= sum);
+                    row[..lo].fill(0.0);
+                    row[pos + 1..].fill(0.0);
+                }
+                let mut oh = vec![0f32; rows * hd];
+                gemm_f32_serial(&scores, rows, ctx, &values_t, hd, &mut oh);
+                oh
+            })
+            .collect();
+        for (h, oh) in per_head.iter().enumerate() {
+            for r in 0..rows {
+                out[((seq.query_start + r) * heads + h) * hd..][..hd]
+                    .copy_from_slice(&oh[r * hd..(r + 1) * hd]);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -172,5 +286,70 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(max < 1e-5, "max diff {max}");
+    }
+
+    /// A long prefill chunk (matrix-product path) beside a decode row (row path), with and
+    /// without a sliding window, equals the row path run alone for every row.
+    #[test]
+    fn blocked_and_rowwise_paths_agree() {
+        let (heads, kv_heads, hd, bs) = (4, 2, 16, 8);
+        let vals = |n: usize, m: u32| {
+            (0..n)
+                .map(|i| (((i as u32 * 7919 + m) % 97) as f32 / 48.0) - 1.0)
+                .collect::<Vec<_>>()
+        };
+        let total = 40;
+        let table: Vec<u32> = (0..5).map(|b| (b * 3) % 5).collect();
+        let slots: Vec<u32> = (0..total)
+            .map(|p| table[p / bs] * bs as u32 + (p % bs) as u32)
+            .collect();
+        let mut kc = vec![0f32; 5 * bs * kv_heads * hd];
+        let mut vc = kc.clone();
+        write_slots(
+            &mut kc,
+            &vals(total * kv_heads * hd, 2),
+            &slots,
+            kv_heads * hd,
+        );
+        write_slots(
+            &mut vc,
+            &vals(total * kv_heads * hd, 3),
+            &slots,
+            kv_heads * hd,
+        );
+        for window in [None, Some(9)] {
+            let shape = AttentionShape {
+                num_heads: heads,
+                num_kv_heads: kv_heads,
+                head_dim: hd,
+                block_size: bs,
+                scale: 0.25,
+                sliding_window: window,
+            };
+            // Sequence A: 30 query rows ending at position 40; sequence B: one decode row at 11.
+            let a = SeqAttention {
+                query_start: 0,
+                query_len: 30,
+                context_len: total,
+                block_table: &table,
+            };
+            let b = SeqAttention {
+                query_start: 30,
+                query_len: 1,
+                context_len: 12,
+                block_table: &table,
+            };
+            let q = vals(31 * heads * hd, 1);
+            let mut mixed = vec![0f32; q.len()];
+            paged_attention(&q, &kc, &vc, &[a.clone(), b.clone()], shape, &mut mixed);
+            let mut rows = vec![0f32; q.len()];
+            rowwise(&q, &kc, &vc, &[a, b], shape, &mut rows);
+            let max = mixed
+                .iter()
+                .zip(&rows)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(max < 1e-5, "window {window:?}: max diff {max}");
+        }
     }
 }

@@ -43,12 +43,13 @@ fn run_blocks(
     n: usize,
     k: usize,
     c: &mut [f32],
+    parallel: bool,
     tile: impl Fn(usize, usize, usize, usize, usize, usize, OutPtr) + Sync,
 ) {
     assert!(c.len() >= m * n);
     let out = OutPtr(c.as_mut_ptr());
     let blocks: Vec<usize> = (0..n).step_by(NB).collect();
-    blocks.par_iter().for_each(|&n0| {
+    let block = |&n0: &usize| {
         let n1 = (n0 + NB).min(n);
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
@@ -59,7 +60,12 @@ fn run_blocks(
                 }
             }
         }
-    });
+    };
+    if parallel {
+        blocks.par_iter().for_each(block);
+    } else {
+        blocks.iter().for_each(block);
+    }
 }
 
 /// Sums each of the `R×C` accumulators and adds (or stores, for the first chunk) into `c`.
@@ -168,8 +174,25 @@ macro_rules! dispatch {
 
 /// `c = a · bᵀ`; requires `available_f32()`.
 pub fn gemm_f32(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, c: &mut [f32]) {
+    gemm_f32_with(a, m, k, b, n, c, true)
+}
+
+/// As `gemm_f32`, on the calling thread only (for callers that parallelise around it).
+pub fn gemm_f32_serial(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, c: &mut [f32]) {
+    gemm_f32_with(a, m, k, b, n, c, false)
+}
+
+fn gemm_f32_with(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    b: &[f32],
+    n: usize,
+    c: &mut [f32],
+    parallel: bool,
+) {
     assert!(available_f32() && a.len() >= m * k && b.len() >= n * k);
-    run_blocks(m, n, k, c, |m0, mr, j0, nr, k0, kc, out| {
+    run_blocks(m, n, k, c, parallel, |m0, mr, j0, nr, k0, kc, out| {
         // SAFETY: AVX-512F is present (asserted); the tile reads rows m0..m0+mr of a and
         // j0..j0+nr of b within k0..k0+kc (masked at the tail), all inside the slices, and
         // writes its own tile of c.
@@ -197,7 +220,7 @@ pub fn gemm_bf16(a: &[f32], m: usize, k: usize, b: &[bf16], n: usize, c: &mut [f
             }
         });
     let b16: &[u16] = bytes_of_bf16(b);
-    run_blocks(m, n, k, c, |m0, mr, j0, nr, k0, kc, out| {
+    run_blocks(m, n, k, c, true, |m0, mr, j0, nr, k0, kc, out| {
         // SAFETY: as in gemm_f32, with AVX-512 BF16 present (asserted).
         unsafe {
             let (pa, pb, pc) = (
