@@ -108,6 +108,8 @@ fn parse_kv_dtype(s: &str) -> Result<KvDtype, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Activation buffers are reused layer after layer; see the allocator module.
+    enclave::model::cpu::allocator::keep_freed_buffers(256 << 20);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ENCLAVE_LOG")

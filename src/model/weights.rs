@@ -154,12 +154,13 @@ impl WeightView {
         typed_slice(self.bytes())
     }
 
-    /// Drops this tensor's pages from the process's mapping (they stay in the page cache and
-    /// come back on the next read), so a copy made elsewhere does not count twice in RSS.
-    pub fn release_pages(&self) {
+    /// Drops the pages of bytes `from..to` of this tensor from the process's mapping (they
+    /// stay in the page cache and come back on the next read), so a copy made elsewhere does
+    /// not count twice in RSS. Only whole pages inside the range are dropped.
+    pub fn release_pages(&self, from: usize, to: usize) {
         const PAGE: usize = 4096;
-        let start = self.start.div_ceil(PAGE) * PAGE;
-        let end = self.end / PAGE * PAGE;
+        let start = (self.start + from).div_ceil(PAGE) * PAGE;
+        let end = (self.start + to.min(self.end - self.start)) / PAGE * PAGE;
         if end > start {
             // SAFETY: the mapping is private and read-only, so dropping its pages discards
             // nothing: later reads fault them back in from the file.

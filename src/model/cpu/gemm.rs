@@ -48,9 +48,18 @@ fn run_blocks(
 ) {
     assert!(c.len() >= m * n);
     let out = OutPtr(c.as_mut_ptr());
-    let blocks: Vec<usize> = (0..n).step_by(NB).collect();
+    // Narrow outputs (the k/v projections) still split across every thread.
+    let threads = if parallel {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
+    // Equal-sized blocks, a whole number per thread, so no thread waits on a last odd block.
+    let num_blocks = n.div_ceil(NB * threads).max(1) * threads;
+    let nb = (n.div_ceil(num_blocks).div_ceil(4) * 4).max(4);
+    let blocks: Vec<usize> = (0..n).step_by(nb).collect();
     let block = |&n0: &usize| {
-        let n1 = (n0 + NB).min(n);
+        let n1 = (n0 + nb).min(n);
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             for m0 in (0..m).step_by(4) {
@@ -68,7 +77,17 @@ fn run_blocks(
     }
 }
 
+/// The two 256-bit halves of `v`, added.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn half(v: __m512) -> __m256 {
+    let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    _mm256_add_ps(_mm512_castps512_ps256(v), high)
+}
+
 /// Sums each of the `R×C` accumulators and adds (or stores, for the first chunk) into `c`.
+/// A full row of four is reduced together through a horizontal-add tree, which costs about a
+/// third of four separate reductions.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn store_tile<const R: usize, const C: usize>(
@@ -78,10 +97,26 @@ unsafe fn store_tile<const R: usize, const C: usize>(
     first: bool,
 ) {
     for i in 0..R {
+        let p = c.add(i * ldc);
+        if C == 4 {
+            let ab = _mm256_hadd_ps(half(acc[i][0]), half(acc[i][1]));
+            let cd = _mm256_hadd_ps(half(acc[i][2]), half(acc[i][3]));
+            let abcd = _mm256_hadd_ps(ab, cd);
+            let sums = _mm_add_ps(
+                _mm256_castps256_ps128(abcd),
+                _mm256_extractf128_ps::<1>(abcd),
+            );
+            let sums = if first {
+                sums
+            } else {
+                _mm_add_ps(sums, _mm_loadu_ps(p))
+            };
+            _mm_storeu_ps(p, sums);
+            continue;
+        }
         for j in 0..C {
             let s = _mm512_reduce_add_ps(acc[i][j]);
-            let p = c.add(i * ldc + j);
-            *p = if first { s } else { *p + s };
+            *p.add(j) = if first { s } else { *p.add(j) + s };
         }
     }
 }
@@ -100,12 +135,21 @@ unsafe fn tile_f32<const R: usize, const C: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     let mut kk = 0;
-    while kk < kc {
-        let mask: __mmask16 = if kc - kk >= 16 {
-            0xffff
-        } else {
-            (1u16 << (kc - kk)) - 1
-        };
+    while kk + 16 <= kc {
+        let mut bv = [_mm512_setzero_ps(); C];
+        for j in 0..C {
+            bv[j] = _mm512_loadu_ps(b.add(j * ldb + kk));
+        }
+        for i in 0..R {
+            let av = _mm512_loadu_ps(a.add(i * lda + kk));
+            for j in 0..C {
+                acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+            }
+        }
+        kk += 16;
+    }
+    if kk < kc {
+        let mask: __mmask16 = (1u16 << (kc - kk)) - 1;
         let mut bv = [_mm512_setzero_ps(); C];
         for j in 0..C {
             bv[j] = _mm512_maskz_loadu_ps(mask, b.add(j * ldb + kk));
@@ -116,7 +160,6 @@ unsafe fn tile_f32<const R: usize, const C: usize>(
                 acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
             }
         }
-        kk += 16;
     }
     store_tile(&acc, c, ldc, first);
 }
@@ -135,12 +178,25 @@ unsafe fn tile_bf16<const R: usize, const C: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     let mut kk = 0;
-    while kk < kc {
-        let mask: __mmask32 = if kc - kk >= 32 {
-            u32::MAX
-        } else {
-            (1u32 << (kc - kk)) - 1
-        };
+    while kk + 32 <= kc {
+        let mut bv = [_mm512_setzero_si512(); C];
+        for j in 0..C {
+            bv[j] = _mm512_loadu_si512(b.add(j * ldb + kk).cast());
+        }
+        for i in 0..R {
+            let av: __m512bh = std::mem::transmute(_mm512_loadu_si512(a.add(i * lda + kk).cast()));
+            for j in 0..C {
+                acc[i][j] = _mm512_dpbf16_ps(
+                    acc[i][j],
+                    av,
+                    std::mem::transmute::<__m512i, __m512bh>(bv[j]),
+                );
+            }
+        }
+        kk += 32;
+    }
+    if kk < kc {
+        let mask: __mmask32 = (1u32 << (kc - kk)) - 1;
         let mut bv = [_mm512_setzero_si512(); C];
         for j in 0..C {
             bv[j] = _mm512_maskz_loadu_epi16(mask, b.add(j * ldb + kk).cast());
@@ -156,7 +212,6 @@ unsafe fn tile_bf16<const R: usize, const C: usize>(
                 );
             }
         }
-        kk += 32;
     }
     store_tile(&acc, c, ldc, first);
 }
