@@ -252,7 +252,7 @@ fn write_random_safetensors(path: &Path, shape: &BuiltinShape, seed: u64) -> Res
         .unwrap_or_default()
         .into_bytes();
     // Padding the header to 8 bytes keeps every tensor aligned for in-place reads.
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let file = std::fs::File::create(path).map_err(io_err(path))?;

@@ -156,7 +156,7 @@ fn run_generate(paths: &PathsConfig, args: GenerateArgs) -> Result<()> {
         };
         tok.encode_chat(&input).with_context(|| {
             format!(
-                "{} has no usable chat template; pass --raw to complete plain text",
+                "formatting the prompt with the chat template of {} (or pass --raw to complete plain text)",
                 source.dir.display()
             )
         })?

@@ -59,19 +59,22 @@ fn packed_prefill_and_decode_equal_one_sequence_at_a_time() -> Result<()> {
             row += p.len();
         }
         for j in 0..decodes[0].len() {
-            let chunks: Vec<SequenceChunk> = (0..prompts.len())
-                .map(|i| SequenceChunk {
-                    tokens: std::slice::from_ref(&decodes[i][j]),
-                    num_computed_tokens: prompts[i].len() + j,
-                    block_table: &tables[i],
+            let chunks: Vec<SequenceChunk> = prompts
+                .iter()
+                .zip(&decodes)
+                .zip(&tables)
+                .map(|((p, d), t)| SequenceChunk {
+                    tokens: std::slice::from_ref(&d[j]),
+                    num_computed_tokens: p.len() + j,
+                    block_table: t,
                 })
                 .collect();
             let out = model.forward(
                 &ForwardBatch::from_chunks(&chunks, BLOCK, LogitsRows::LastOfEachSequence),
                 &mut pager.cache,
             )?;
-            for i in 0..prompts.len() {
-                let d = max_abs_diff(&out.get(i)?, &alone[i].1[j])?;
+            for (i, (_, steps)) in alone.iter().enumerate() {
+                let d = max_abs_diff(&out.get(i)?, &steps[j])?;
                 assert!(
                     d <= TOLERANCE,
                     "{variant}: prompt {i} decode step {j} differs by {d} when batched"

@@ -43,6 +43,30 @@ pub struct SequenceChunk<'a> {
 }
 
 impl ForwardBatch {
+    /// Packs the chunks in order. A token at position `p` goes to slot
+    /// `block_table[p / block_size] * block_size + p % block_size`:
+    ///
+    /// ```
+    /// use enclave::ids::{BlockId, TokenId};
+    /// use enclave::model::{ForwardBatch, LogitsRows, SequenceChunk};
+    ///
+    /// let (a, b) = ([TokenId(7); 3], [TokenId(9)]);
+    /// let (table_a, table_b) = ([BlockId(5)], [BlockId(2), BlockId(0)]);
+    /// let batch = ForwardBatch::from_chunks(
+    ///     &[
+    ///         SequenceChunk { tokens: &a, num_computed_tokens: 0, block_table: &table_a },
+    ///         // One decode token at position 4: the second block, offset 0.
+    ///         SequenceChunk { tokens: &b, num_computed_tokens: 4, block_table: &table_b },
+    ///     ],
+    ///     4,
+    ///     LogitsRows::LastOfEachSequence,
+    /// );
+    /// assert_eq!(batch.positions, [0, 1, 2, 4]);
+    /// assert_eq!(batch.slot_mapping, [20, 21, 22, 0]);
+    /// assert_eq!(batch.cu_seqlens, [0, 3, 4]);
+    /// assert_eq!(batch.context_lens, [3, 5]);
+    /// assert_eq!(batch.logits_indices(), [2, 3]);
+    /// ```
     pub fn from_chunks(
         chunks: &[SequenceChunk<'_>],
         block_size: usize,

@@ -5,6 +5,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+mod paths;
+#[allow(unused_imports)]
+pub use paths::shared_data;
+
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use enclave::ids::{BlockId, TokenId};
@@ -22,16 +26,6 @@ pub fn fixture_model(variant: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/models")
         .join(variant)
-}
-
-pub fn shared_data() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    assert!(
-        p.is_dir(),
-        "{} is missing: place the project's shared/ folder beside the repository",
-        p.display()
-    );
-    p
 }
 
 pub struct Reference {

@@ -6,16 +6,9 @@ use std::path::{Path, PathBuf};
 
 use enclave::tokenizer::Tokenizer;
 
-/// `shared/data` beside the repository; a missing folder fails the test with how to fix it.
-pub fn shared_data() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    assert!(
-        p.is_dir(),
-        "{} is missing: place the project's shared/ folder beside the repository",
-        p.display()
-    );
-    p
-}
+#[path = "../common/paths.rs"]
+mod paths;
+pub use paths::shared_data;
 
 pub fn tokenizer_dir(name: &str) -> PathBuf {
     shared_data().join("tokenizers").join(name)

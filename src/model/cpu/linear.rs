@@ -41,7 +41,7 @@ pub fn linear(x: &[f32], rows: usize, k: usize, w: MatRef<'_>, n: usize, out: &m
             _ => {}
         }
         match w {
-            MatRef::F32(w) => gemm_f32(x, rows, k, w, n, 0, out),
+            MatRef::F32(w) => gemm_f32(x, rows, k, w, n, out),
             MatRef::F16(w) => gemm_widened(x, rows, k, w, n, out),
             MatRef::Bf16(w) => gemm_widened(x, rows, k, w, n, out),
         }
@@ -63,7 +63,16 @@ pub fn linear(x: &[f32], rows: usize, k: usize, w: MatRef<'_>, n: usize, out: &m
 /// Each task owns a contiguous run of weight rows; the result is built transposed (`[n, rows]`)
 /// so that tasks write disjoint slices, then turned around.
 fn streamed<T: Element>(x: &[f32], rows: usize, k: usize, w: &[T], n: usize, out: &mut [f32]) {
-    streamed_with(x, rows, k, w, n, out, T::dot, T::dot4)
+    streamed_with(
+        x,
+        w,
+        out,
+        Dims { rows, k, n },
+        RowDots {
+            one: T::dot,
+            four: T::dot4,
+        },
+    )
 }
 
 /// bf16 weights with the bf16 dot-product instruction: the activations are rounded to bf16
@@ -71,24 +80,38 @@ fn streamed<T: Element>(x: &[f32], rows: usize, k: usize, w: &[T], n: usize, out
 #[cfg(target_arch = "x86_64")]
 fn streamed_bf16(x: &[f32], rows: usize, k: usize, w: &[bf16], n: usize, out: &mut [f32]) {
     use super::gemm::{dot1_bf16, dot4_bf16, round_to_bf16};
-    streamed_with(&round_to_bf16(x), rows, k, w, n, out, dot1_bf16, dot4_bf16)
+    let dots = RowDots {
+        one: dot1_bf16,
+        four: dot4_bf16,
+    };
+    streamed_with(&round_to_bf16(x), w, out, Dims { rows, k, n }, dots)
 }
 
-type Dot1<A, T> = fn(&[A], &[T]) -> f32;
-type Dot4<A, T> = fn(&[A], &[T]) -> [f32; 4];
+/// The sizes of one product: `rows` of activations, `k` inputs, `n` outputs.
+#[derive(Clone, Copy)]
+struct Dims {
+    rows: usize,
+    k: usize,
+    n: usize,
+}
+
+/// A row kernel for one element pairing: one dot product, and four rows at once.
+struct RowDots<A, T> {
+    one: fn(&[A], &[T]) -> f32,
+    four: fn(&[A], &[T]) -> [f32; 4],
+}
 
 fn streamed_with<A: Sync, T: Sync>(
     x: &[A],
-    rows: usize,
-    k: usize,
     w: &[T],
-    n: usize,
     out: &mut [f32],
-    dot: Dot1<A, T>,
-    dot4: Dot4<A, T>,
+    dims: Dims,
+    dots: RowDots<A, T>,
 ) {
+    let Dims { rows, k, n } = dims;
+    let (dot, dot4) = (dots.one, dots.four);
     let threads = rayon::current_num_threads().max(1);
-    let per_task = (n.div_ceil(threads * TASKS_PER_THREAD).max(16) + 3) / 4 * 4;
+    let per_task = n.div_ceil(threads * TASKS_PER_THREAD).max(16).div_ceil(4) * 4;
     let work = |(chunk_idx, dst): (usize, &mut [f32])| {
         let j0 = chunk_idx * per_task;
         if rows == 1 {
@@ -126,17 +149,14 @@ fn streamed_with<A: Sync, T: Sync>(
     }
 }
 
-/// Writes columns `j0..j0 + n_panel` of `out` (row stride `ld_out`) from an f32 panel.
-fn gemm_panel(
-    x: &[f32],
-    rows: usize,
-    k: usize,
-    w: &[f32],
-    n_panel: usize,
-    out: &mut [f32],
-    j0: usize,
-    ld_out: usize,
-) {
+/// Writes columns `j0..j0 + dims.n` of `out` (row stride `ld_out`) from an f32 panel of
+/// `dims.n` weight rows.
+fn gemm_panel(x: &[f32], w: &[f32], out: &mut [f32], dims: Dims, (j0, ld_out): (usize, usize)) {
+    let Dims {
+        rows,
+        k,
+        n: n_panel,
+    } = dims;
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
@@ -172,8 +192,8 @@ fn gemm_panel(
     }
 }
 
-fn gemm_f32(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, j0: usize, out: &mut [f32]) {
-    gemm_panel(x, rows, k, w, n, out, j0, n);
+fn gemm_f32(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
+    gemm_panel(x, w, out, Dims { rows, k, n }, (0, n));
 }
 
 /// 16-bit weights are widened one panel at a time, so the f32 copy stays cache-sized.
@@ -191,7 +211,7 @@ fn gemm_widened<T: Element>(x: &[f32], rows: usize, k: usize, w: &[T], n: usize,
                     *d = s.to_f32();
                 }
             });
-        gemm_panel(x, rows, k, &panel[..nb * k], nb, out, j0, n);
+        gemm_panel(x, &panel[..nb * k], out, Dims { rows, k, n: nb }, (j0, n));
         j0 += nb;
     }
 }
