@@ -44,7 +44,7 @@ fn run_blocks(
     k: usize,
     c: &mut [f32],
     parallel: bool,
-    tile: impl Fn(usize, usize, usize, usize, usize, usize, OutPtr) + Sync,
+    tile: impl Fn(TilePos, OutPtr) + Sync,
 ) {
     assert!(c.len() >= m * n);
     let out = OutPtr(c.as_mut_ptr());
@@ -65,7 +65,15 @@ fn run_blocks(
             for m0 in (0..m).step_by(4) {
                 let mr = 4.min(m - m0);
                 for j0 in (n0..n1).step_by(4) {
-                    tile(m0, mr, j0, 4.min(n1 - j0), k0, kc, out);
+                    let pos = TilePos {
+                        m0,
+                        mr,
+                        j0,
+                        nr: 4.min(n1 - j0),
+                        k0,
+                        kc,
+                    };
+                    tile(pos, out);
                 }
             }
         }
@@ -177,6 +185,43 @@ struct Tile<P> {
     c: *mut f32,
     ldc: usize,
     first: bool,
+}
+
+/// Where a tile sits: rows `m0..m0 + mr` of `a`, rows `j0..j0 + nr` of `b` (columns of `c`),
+/// over `k0..k0 + kc`.
+#[derive(Clone, Copy)]
+struct TilePos {
+    m0: usize,
+    mr: usize,
+    j0: usize,
+    nr: usize,
+    k0: usize,
+    kc: usize,
+}
+
+impl<P> Tile<P> {
+    /// The tile at `pos` of `c = a · bᵀ`, with `a` `[m, k]`, `b` `[n, k]` and `c` `[m, n]`.
+    ///
+    /// # Safety
+    /// `pos` must lie inside those shapes, so the offset pointers stay inside the buffers.
+    unsafe fn at(
+        a: *const P,
+        b: *const P,
+        c: OutPtr,
+        (k, n): (usize, usize),
+        pos: TilePos,
+    ) -> Self {
+        Self {
+            a: a.add(pos.m0 * k + pos.k0),
+            lda: k,
+            b: b.add(pos.j0 * k + pos.k0),
+            ldb: k,
+            kc: pos.kc,
+            c: c.0.add(pos.m0 * n + pos.j0),
+            ldc: n,
+            first: pos.k0 == 0,
+        }
+    }
 }
 
 /// The tail of `k` goes through masked loads; the main loop does not, since masked loads in
@@ -293,27 +338,16 @@ fn gemm_f32_with(
     parallel: bool,
 ) {
     assert!(available_f32() && a.len() >= m * k && b.len() >= n * k);
-    run_blocks(m, n, k, c, parallel, |m0, mr, j0, nr, k0, kc, out| {
-        // SAFETY: AVX-512F is present (asserted); the tile reads rows m0..m0+mr of a and
-        // j0..j0+nr of b within k0..k0+kc (masked at the tail), all inside the slices, and
-        // writes its own tile of c.
+    run_blocks(m, n, k, c, parallel, |pos, out| {
+        // SAFETY: AVX-512F is present (asserted); run_blocks only yields positions inside
+        // [m, k] × [n, k], so the tile reads and writes inside the slices (masked at the tail).
         unsafe {
-            let (pa, pb, pc) = (
-                a.as_ptr().add(m0 * k + k0),
-                b.as_ptr().add(j0 * k + k0),
-                out.0.add(m0 * n + j0),
-            );
-            let t = Tile {
-                a: pa,
-                lda: k,
-                b: pb,
-                ldb: k,
-                kc,
-                c: pc,
-                ldc: n,
-                first: k0 == 0,
-            };
-            dispatch!(tile_f32, mr, nr, t)
+            dispatch!(
+                tile_f32,
+                pos.mr,
+                pos.nr,
+                Tile::at(a.as_ptr(), b.as_ptr(), out, (k, n), pos)
+            )
         }
     });
 }
@@ -325,31 +359,17 @@ pub fn gemm_bf16(a: &[f32], m: usize, k: usize, b: &[bf16], n: usize, c: &mut [f
     let mut a16 = vec![0u16; m * k];
     a16.par_chunks_mut(k)
         .zip(a.par_chunks(k))
-        .for_each(|(d, s)| {
-            for (d, s) in d.iter_mut().zip(s) {
-                *d = bf16::from_f32(*s).to_bits();
-            }
-        });
+        .for_each(|(d, s)| d.copy_from_slice(&round_to_bf16(s)));
     let b16: &[u16] = bytes_of_bf16(b);
-    run_blocks(m, n, k, c, true, |m0, mr, j0, nr, k0, kc, out| {
+    run_blocks(m, n, k, c, true, |pos, out| {
         // SAFETY: as in gemm_f32, with AVX-512 BF16 present (asserted).
         unsafe {
-            let (pa, pb, pc) = (
-                a16.as_ptr().add(m0 * k + k0),
-                b16.as_ptr().add(j0 * k + k0),
-                out.0.add(m0 * n + j0),
-            );
-            let t = Tile {
-                a: pa,
-                lda: k,
-                b: pb,
-                ldb: k,
-                kc,
-                c: pc,
-                ldc: n,
-                first: k0 == 0,
-            };
-            dispatch!(tile_bf16, mr, nr, t)
+            dispatch!(
+                tile_bf16,
+                pos.mr,
+                pos.nr,
+                Tile::at(a16.as_ptr(), b16.as_ptr(), out, (k, n), pos)
+            )
         }
     });
 }
