@@ -11,9 +11,8 @@ use candle_core::Device;
 use crate::builtin_model::{write_model_dir, BuiltinModelError, BuiltinShape, BUILTIN_MODEL_NAME};
 use crate::config::PathsConfig;
 use crate::ids::TokenId;
-use crate::model::config::eos_ids_from_config;
 use crate::model::source::ModelSource;
-use crate::model::{load_causal_lm, CausalLm, GenerationDefaults, ModelConfig, ModelError};
+use crate::model::{load_causal_lm_with, CausalLm, GenerationDefaults, ModelConfig, ModelError};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +50,8 @@ impl ModelBundle {
         let tokenizer = Tokenizer::from_dir(dir)?;
         // Checked before the weights load, so that a mismatched tokenizer is reported as such
         // rather than as whatever tensor shape it happens to break first.
-        let vocab_size = ModelConfig::from_file(&dir.join("config.json"))?.vocab_size;
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let vocab_size = config.vocab_size;
         if tokenizer.vocab_size() > vocab_size {
             return Err(BundleError::VocabMismatch {
                 tokenizer: dir.join("tokenizer.json"),
@@ -60,10 +60,10 @@ impl ModelBundle {
                 vocab_size,
             });
         }
-        let model = load_causal_lm(dir, device)?;
+        let model = load_causal_lm_with(&config, dir, device)?;
         let generation = GenerationDefaults::from_file(&dir.join("generation_config.json"))?;
         let mut stop: Vec<u32> = generation.eos_token_ids.clone();
-        stop.extend(eos_ids_from_config(&dir.join("config.json"))?);
+        stop.extend(&config.eos_token_ids);
         if let Some(id) = tokenizer.special_tokens().eos().and_then(|t| t.id) {
             stop.push(id.0);
         }

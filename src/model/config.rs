@@ -84,6 +84,8 @@ pub struct ModelConfig {
     pub sliding_windows: Vec<Option<usize>>,
     /// `torch_dtype` as written, for listing; weights carry their own dtype.
     pub torch_dtype: Option<String>,
+    /// `eos_token_id` as written (an id or a list); generation_config.json may add more.
+    pub eos_token_ids: Vec<u32>,
 }
 
 /// Reads fields of one JSON object and turns every problem into an error naming the field.
@@ -162,10 +164,7 @@ impl ModelConfig {
 
     /// `path` is only used to name the file in errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|source| ModelError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let value = parse_json(text, path)?;
         let map = value.as_object().ok_or_else(|| ModelError::Field {
             path: path.to_path_buf(),
             field: "(top level)".into(),
@@ -253,6 +252,7 @@ impl ModelConfig {
                 .opt_str("torch_dtype")?
                 .or(f.opt_str("dtype")?)
                 .map(str::to_string),
+            eos_token_ids: token_id_list(f, "eos_token_id")?,
         })
     }
 
@@ -417,10 +417,7 @@ impl GenerationDefaults {
                 })
             }
         };
-        let value: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let value = parse_json(&text, path)?;
         let empty = Map::new();
         let f = Fields {
             path,
@@ -438,26 +435,15 @@ impl GenerationDefaults {
     }
 }
 
-/// `eos_token_id` is an integer or a list of them in both config files.
-pub(crate) fn eos_ids_from_config(path: &Path) -> Result<Vec<u32>> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+/// `path` is only used to name the file in errors.
+fn parse_json(text: &str, path: &Path) -> Result<Value> {
+    serde_json::from_str(text).map_err(|source| ModelError::Json {
         path: path.to_path_buf(),
         source,
-    })?;
-    let value: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let empty = Map::new();
-    token_id_list(
-        &Fields {
-            path,
-            map: value.as_object().unwrap_or(&empty),
-        },
-        "eos_token_id",
-    )
+    })
 }
 
+/// `eos_token_id` is an integer or a list of them in both config files.
 fn token_id_list(f: &Fields<'_>, field: &str) -> Result<Vec<u32>> {
     match f.map.get(field) {
         None | Some(Value::Null) => Ok(vec![]),
@@ -513,6 +499,25 @@ mod tests {
         let plain = parse(r#", "rope_parameters": {"rope_type": "default", "rope_theta": 1000.0}"#)
             .expect("valid");
         assert_eq!((plain.rope_theta, plain.rope_scaling), (1000.0, None));
+    }
+
+    #[test]
+    fn eos_token_id_is_read_as_one_id_or_a_list() {
+        assert_eq!(
+            parse(r#", "eos_token_id": 7"#)
+                .expect("valid")
+                .eos_token_ids,
+            [7]
+        );
+        assert_eq!(
+            parse(r#", "eos_token_id": [1, 2]"#)
+                .expect("valid")
+                .eos_token_ids,
+            [1, 2]
+        );
+        assert!(parse("").expect("valid").eos_token_ids.is_empty());
+        let e = parse(r#", "eos_token_id": "x""#).expect_err("string");
+        assert!(e.to_string().contains("eos_token_id"), "{e}");
     }
 
     #[test]

@@ -57,6 +57,14 @@ pub fn load_causal_lm(
     device: &candle_core::Device,
 ) -> Result<Box<dyn CausalLm>, ModelError> {
     let cfg = ModelConfig::from_file(&config::config_path(dir))?;
-    let weights = Weights::open_dir(dir)?;
-    arch::load(&cfg, &weights, device)
+    load_causal_lm_with(&cfg, dir, device)
+}
+
+/// As `load_causal_lm`, for a caller that has already parsed `dir`'s `config.json`.
+pub fn load_causal_lm_with(
+    cfg: &ModelConfig,
+    dir: &std::path::Path,
+    device: &candle_core::Device,
+) -> Result<Box<dyn CausalLm>, ModelError> {
+    arch::load(cfg, &Weights::open_dir(dir)?, device)
 }
