@@ -145,15 +145,6 @@ impl WeightView {
         }
     }
 
-    /// The mapped elements as a typed slice, when the mapping is aligned for `T` (safetensors
-    /// writers align data; an odd file still loads through the copying path).
-    pub fn typed<T: MappedElement>(&self) -> Option<&[T]> {
-        if T::DTYPE != self.dtype {
-            return None;
-        }
-        typed_slice(self.bytes())
-    }
-
     /// Drops the pages of bytes `from..to` of this tensor from the process's mapping (they
     /// stay in the page cache and come back on the next read), so a copy made elsewhere does
     /// not count twice in RSS. Only whole pages inside the range are dropped.
@@ -214,18 +205,10 @@ impl Default for WeightResidency {
 
 /// Element types that can be read straight out of a mapping: plain little-endian numbers with
 /// no invalid bit patterns.
-pub trait MappedElement: Copy + Send + Sync + 'static {
-    const DTYPE: WeightDtype;
-}
-impl MappedElement for f32 {
-    const DTYPE: WeightDtype = WeightDtype::F32;
-}
-impl MappedElement for f16 {
-    const DTYPE: WeightDtype = WeightDtype::F16;
-}
-impl MappedElement for bf16 {
-    const DTYPE: WeightDtype = WeightDtype::Bf16;
-}
+pub trait MappedElement: Copy + Send + Sync + 'static {}
+impl MappedElement for f32 {}
+impl MappedElement for f16 {}
+impl MappedElement for bf16 {}
 
 /// Every safetensors file of one model, indexed by tensor name.
 pub struct Weights {

@@ -359,7 +359,7 @@ pub fn gemm_bf16(a: &[f32], m: usize, k: usize, b: &[bf16], n: usize, c: &mut [f
     let mut a16 = vec![0u16; m * k];
     a16.par_chunks_mut(k)
         .zip(a.par_chunks(k))
-        .for_each(|(d, s)| d.copy_from_slice(&round_to_bf16(s)));
+        .for_each(|(d, s)| round_into(s, d));
     let b16: &[u16] = bytes_of_bf16(b);
     run_blocks(m, n, k, c, true, |pos, out| {
         // SAFETY: as in gemm_f32, with AVX-512 BF16 present (asserted).
@@ -376,63 +376,56 @@ pub fn gemm_bf16(a: &[f32], m: usize, k: usize, b: &[bf16], n: usize, c: &mut [f
 
 /// Rounds activations to bf16 (round to nearest even), as every bf16 product here expects.
 pub fn round_to_bf16(a: &[f32]) -> Vec<u16> {
-    a.iter().map(|v| bf16::from_f32(*v).to_bits()).collect()
+    let mut out = vec![0u16; a.len()];
+    round_into(a, &mut out);
+    out
 }
 
-/// Four dot products of bf16 activations `x` with consecutive bf16 rows of `w`.
-/// Requires `available_bf16()` and `w.len() >= 4 * x.len()`.
-pub fn dot4_bf16(x: &[u16], w: &[bf16]) -> [f32; 4] {
-    assert!(available_bf16() && w.len() >= 4 * x.len());
-    // SAFETY: the features are present and the four rows lie inside `w` (asserted).
-    unsafe { dot_rows_bf16::<4>(x, bytes_of_bf16(w)) }
+fn round_into(src: &[f32], dst: &mut [u16]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = bf16::from_f32(*s).to_bits();
+    }
 }
 
-/// One dot product; same requirements as `dot4_bf16` for one row.
-pub fn dot1_bf16(x: &[u16], w: &[bf16]) -> f32 {
+/// The dot product of bf16 activations `x` with one bf16 row `w` (`w.len() >= x.len()`).
+/// Requires `available_bf16()`.
+pub fn dot_bf16(x: &[u16], w: &[bf16]) -> f32 {
     assert!(available_bf16() && w.len() >= x.len());
-    // SAFETY: as above.
-    unsafe { dot_rows_bf16::<1>(x, bytes_of_bf16(w))[0] }
+    // SAFETY: the features are present and the row lies inside `w` (asserted).
+    unsafe { dot_row_bf16(x, bytes_of_bf16(w)) }
 }
 
-/// Rows are read one after another, so the weights stream through memory strictly in order (the
-/// access pattern hardware prefetchers follow best); four accumulators along `k` keep the
-/// dot-product latency hidden.
+/// Four accumulators along `k` keep the dot-product latency hidden.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn dot_rows_bf16<const C: usize>(x: &[u16], w: &[u16]) -> [f32; C] {
+unsafe fn dot_row_bf16(x: &[u16], w: &[u16]) -> f32 {
     let k = x.len();
-    let px = x.as_ptr();
-    std::array::from_fn(|j| {
-        let pw = w.as_ptr().add(j * k);
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut kk = 0;
-        while kk + 128 <= k {
-            for (u, a) in acc.iter_mut().enumerate() {
-                let xv: __m512bh =
-                    std::mem::transmute(_mm512_loadu_si512(px.add(kk + 32 * u).cast()));
-                let wv: __m512bh =
-                    std::mem::transmute(_mm512_loadu_si512(pw.add(kk + 32 * u).cast()));
-                *a = _mm512_dpbf16_ps(*a, xv, wv);
-            }
-            kk += 128;
+    let (px, pw) = (x.as_ptr(), w.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut kk = 0;
+    while kk + 128 <= k {
+        for (u, a) in acc.iter_mut().enumerate() {
+            let off = kk + 32 * u;
+            *a = dp_bf16(*a, load_bh(px.add(off)), load_bh(pw.add(off)));
         }
-        while kk < k {
-            let mask: __mmask32 = if k - kk >= 32 {
-                u32::MAX
-            } else {
-                (1u32 << (k - kk)) - 1
-            };
-            let xv: __m512bh =
-                std::mem::transmute(_mm512_maskz_loadu_epi16(mask, px.add(kk).cast()));
-            let wv: __m512bh =
-                std::mem::transmute(_mm512_maskz_loadu_epi16(mask, pw.add(kk).cast()));
-            acc[0] = _mm512_dpbf16_ps(acc[0], xv, wv);
-            kk += 32;
-        }
-        _mm512_reduce_add_ps(_mm512_add_ps(
-            _mm512_add_ps(acc[0], acc[1]),
-            _mm512_add_ps(acc[2], acc[3]),
-        ))
-    })
+        kk += 128;
+    }
+    while kk < k {
+        let mask: __mmask32 = if k - kk >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << (k - kk)) - 1
+        };
+        let (xv, wv) = (
+            load_bh_masked(mask, px.add(kk)),
+            load_bh_masked(mask, pw.add(kk)),
+        );
+        acc[0] = dp_bf16(acc[0], xv, wv);
+        kk += 32;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(acc[0], acc[1]),
+        _mm512_add_ps(acc[2], acc[3]),
+    ))
 }
 
 fn bytes_of_bf16(b: &[bf16]) -> &[u16] {

@@ -60,31 +60,16 @@ pub fn linear(x: &[f32], rows: usize, k: usize, w: MatRef<'_>, n: usize, out: &m
     }
 }
 
-/// Each task owns a contiguous run of weight rows; the result is built transposed (`[n, rows]`)
-/// so that tasks write disjoint slices, then turned around.
 fn streamed<T: Element>(x: &[f32], rows: usize, k: usize, w: &[T], n: usize, out: &mut [f32]) {
-    streamed_with(
-        x,
-        w,
-        out,
-        Dims { rows, k, n },
-        RowDots {
-            one: T::dot,
-            four: T::dot4,
-        },
-    )
+    streamed_with(x, w, out, Dims { rows, k, n }, T::dot)
 }
 
 /// bf16 weights with the bf16 dot-product instruction: the activations are rounded to bf16
 /// once, exactly as the prefill GEMM does, so decode and prefill compute the same products.
 #[cfg(target_arch = "x86_64")]
 fn streamed_bf16(x: &[f32], rows: usize, k: usize, w: &[bf16], n: usize, out: &mut [f32]) {
-    use super::gemm::{dot1_bf16, dot4_bf16, round_to_bf16};
-    let dots = RowDots {
-        one: dot1_bf16,
-        four: dot4_bf16,
-    };
-    streamed_with(&round_to_bf16(x), w, out, Dims { rows, k, n }, dots)
+    use super::gemm::{dot_bf16, round_to_bf16};
+    streamed_with(&round_to_bf16(x), w, out, Dims { rows, k, n }, dot_bf16)
 }
 
 /// The sizes of one product: `rows` of activations, `k` inputs, `n` outputs.
@@ -95,37 +80,21 @@ struct Dims {
     n: usize,
 }
 
-/// A row kernel for one element pairing: one dot product, and four rows at once.
-struct RowDots<A, T> {
-    one: fn(&[A], &[T]) -> f32,
-    four: fn(&[A], &[T]) -> [f32; 4],
-}
-
+/// Each task owns a contiguous run of weight rows and reads them in memory order, the pattern
+/// hardware prefetchers follow best. With several rows of `x`, the result is built transposed
+/// (`[n, rows]`) so that tasks write disjoint slices, then turned around.
 fn streamed_with<A: Sync, T: Sync>(
     x: &[A],
     w: &[T],
     out: &mut [f32],
     dims: Dims,
-    dots: RowDots<A, T>,
+    dot: fn(&[A], &[T]) -> f32,
 ) {
     let Dims { rows, k, n } = dims;
-    let (dot, dot4) = (dots.one, dots.four);
     let threads = rayon::current_num_threads().max(1);
-    let per_task = n.div_ceil(threads * TASKS_PER_THREAD).max(16).div_ceil(4) * 4;
+    let per_task = n.div_ceil(threads * TASKS_PER_THREAD).max(16);
     let work = |(chunk_idx, dst): (usize, &mut [f32])| {
         let j0 = chunk_idx * per_task;
-        if rows == 1 {
-            let done = dst.len() / 4 * 4;
-            let mut quads = dst.chunks_exact_mut(4);
-            for (q, d) in (&mut quads).enumerate() {
-                d.copy_from_slice(&dot4(x, &w[(j0 + 4 * q) * k..(j0 + 4 * q + 4) * k]));
-            }
-            for (jj, d) in quads.into_remainder().iter_mut().enumerate() {
-                let j = j0 + done + jj;
-                *d = dot(x, &w[j * k..(j + 1) * k]);
-            }
-            return;
-        }
         for (jj, dst_row) in dst.chunks_exact_mut(rows).enumerate() {
             let wr = &w[(j0 + jj) * k..(j0 + jj + 1) * k];
             for (t, d) in dst_row.iter_mut().enumerate() {

@@ -14,13 +14,6 @@ pub trait Element: Copy + Send + Sync + 'static {
     fn dot(a: &[f32], b: &[Self]) -> f32;
     /// `out[i] += w * b[i]`.
     fn axpy(out: &mut [f32], w: f32, b: &[Self]);
-    /// Four dot products of `a` with consecutive rows of `b` (each `a.len()` long). Streaming
-    /// four rows at once keeps four independent load streams and accumulator chains in flight,
-    /// which a memory-bound matrix-vector product needs to reach the bandwidth limit.
-    fn dot4(a: &[f32], b: &[Self]) -> [f32; 4] {
-        let k = a.len();
-        std::array::from_fn(|j| Self::dot(a, &b[j * k..(j + 1) * k]))
-    }
 }
 
 fn dot_scalar<T: Element>(a: &[f32], b: &[T]) -> f32 {
@@ -103,15 +96,6 @@ impl Element for bf16 {
             return unsafe { x86::axpy_bf16(out, w, b) };
         }
         axpy_scalar(out, w, b)
-    }
-    fn dot4(a: &[f32], b: &[bf16]) -> [f32; 4] {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx512() && b.len() >= 4 * a.len() {
-            // SAFETY: AVX-512F is present and `b` holds four rows of `a.len()` (checked).
-            return unsafe { x86::dot4_bf16(a, b) };
-        }
-        let k = a.len();
-        std::array::from_fn(|j| Self::dot(a, &b[j * k..(j + 1) * k]))
     }
 }
 
@@ -218,28 +202,5 @@ pub(crate) mod x86 {
     }
 
     axpy_impl!(axpy_f32, f32, load_f32x16);
-
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn dot4_bf16(a: &[f32], b: &[bf16]) -> [f32; 4] {
-        let k = a.len();
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 16 <= k {
-            let x = _mm512_loadu_ps(pa.add(i));
-            for (j, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_fmadd_ps(x, load_bf16x16(pb.add(j * k + i)), *acc);
-            }
-            i += 16;
-        }
-        let mut out = [0f32; 4];
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = _mm512_reduce_add_ps(acc[j]);
-            for t in i..k {
-                *o += *pa.add(t) * (*pb.add(j * k + t)).to_f32();
-            }
-        }
-        out
-    }
     axpy_impl!(axpy_bf16, bf16, load_bf16x16);
 }
