@@ -17,7 +17,7 @@ use enclave::builtin_model::{write_model_dir, BuiltinShape};
 use enclave::ids::{BlockId, TokenId};
 use enclave::model::{
     load_causal_lm, CausalLm, ForwardBatch, KvCache, KvDtype, LogitsRows, SequenceChunk,
-    WeightDtype,
+    WeightDtype, Weights,
 };
 
 struct Opts {
@@ -100,33 +100,14 @@ fn read_bandwidth_gbs(root: &Path) -> Option<f64> {
 /// Bytes one decode step reads: every matrix and vector, the embedding once (as the LM head
 /// when tied; its one looked-up row is negligible otherwise).
 fn weight_bytes_per_token(dir: &Path, tied: bool) -> Result<u64> {
+    let weights = Weights::open_dir(dir)?;
     let mut total = 0u64;
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "safetensors") {
-            let header: serde_json::Value = serde_json::from_slice(&read_header(&p)?)?;
-            for (name, info) in header.as_object().into_iter().flatten() {
-                if name == "__metadata__" || (name == "model.embed_tokens.weight" && !tied) {
-                    continue;
-                }
-                let off = &info["data_offsets"];
-                total += off[1].as_u64().unwrap_or(0) - off[0].as_u64().unwrap_or(0);
-            }
+    for name in weights.tensor_names() {
+        if name != "model.embed_tokens.weight" || tied {
+            total += weights.get(name)?.bytes().len() as u64;
         }
     }
     Ok(total)
-}
-
-/// The JSON header of a safetensors file, without reading the data behind it.
-fn read_header(path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len)?;
-    let n = u64::from_le_bytes(len) as usize;
-    let mut header = vec![0u8; n];
-    f.read_exact(&mut header)?;
-    Ok(header)
 }
 
 fn pseudo_tokens(n: usize, vocab: usize) -> Vec<TokenId> {
@@ -135,52 +116,51 @@ fn pseudo_tokens(n: usize, vocab: usize) -> Vec<TokenId> {
         .collect()
 }
 
+/// One sequence of `len` pseudo-random tokens with its own cache and block table.
+struct Sequence {
+    cache: KvCache,
+    table: Vec<BlockId>,
+    tokens: Vec<TokenId>,
+}
+
+const BLOCK_SIZE: usize = 16;
+
+impl Sequence {
+    fn new(model: &dyn CausalLm, len: usize) -> Result<Self> {
+        let blocks = len.div_ceil(BLOCK_SIZE);
+        Ok(Self {
+            cache: KvCache::new(model.kv_cache_spec(blocks, BLOCK_SIZE, KvDtype::F32))?,
+            table: (0..blocks as u32).map(BlockId).collect(),
+            tokens: pseudo_tokens(len, model.config().vocab_size),
+        })
+    }
+
+    /// Runs tokens `from..to` through the model, the ones before already in the cache.
+    fn forward(&mut self, model: &dyn CausalLm, from: usize, to: usize) -> Result<()> {
+        let chunk = SequenceChunk {
+            tokens: &self.tokens[from..to],
+            num_computed_tokens: from,
+            block_table: &self.table,
+        };
+        let batch = ForwardBatch::from_chunks(&[chunk], BLOCK_SIZE, LogitsRows::LastOfEachSequence);
+        std::hint::black_box(model.forward(&batch, &mut self.cache)?);
+        Ok(())
+    }
+}
+
 fn time_prefill(model: &dyn CausalLm, n: usize) -> Result<f64> {
-    let bs = 16;
-    let blocks = n.div_ceil(bs);
-    let mut cache = KvCache::new(model.kv_cache_spec(blocks, bs, KvDtype::F32))?;
-    let table: Vec<BlockId> = (0..blocks as u32).map(BlockId).collect();
-    let tokens = pseudo_tokens(n, model.config().vocab_size);
+    let mut seq = Sequence::new(model, n)?;
     let t = Instant::now();
-    let chunk = SequenceChunk {
-        tokens: &tokens,
-        num_computed_tokens: 0,
-        block_table: &table,
-    };
-    model.forward(
-        &ForwardBatch::from_chunks(&[chunk], bs, LogitsRows::LastOfEachSequence),
-        &mut cache,
-    )?;
+    seq.forward(model, 0, n)?;
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
 fn time_decode(model: &dyn CausalLm, prompt: usize, steps: usize) -> Result<f64> {
-    let bs = 16;
-    let blocks = (prompt + steps).div_ceil(bs);
-    let mut cache = KvCache::new(model.kv_cache_spec(blocks, bs, KvDtype::F32))?;
-    let table: Vec<BlockId> = (0..blocks as u32).map(BlockId).collect();
-    let tokens = pseudo_tokens(prompt + steps, model.config().vocab_size);
-    let chunk = SequenceChunk {
-        tokens: &tokens[..prompt],
-        num_computed_tokens: 0,
-        block_table: &table,
-    };
-    model.forward(
-        &ForwardBatch::from_chunks(&[chunk], bs, LogitsRows::LastOfEachSequence),
-        &mut cache,
-    )?;
+    let mut seq = Sequence::new(model, prompt + steps)?;
+    seq.forward(model, 0, prompt)?;
     let t = Instant::now();
     for i in prompt..prompt + steps {
-        let chunk = SequenceChunk {
-            tokens: &tokens[i..i + 1],
-            num_computed_tokens: i,
-            block_table: &table,
-        };
-        let logits = model.forward(
-            &ForwardBatch::from_chunks(&[chunk], bs, LogitsRows::LastOfEachSequence),
-            &mut cache,
-        )?;
-        std::hint::black_box(logits);
+        seq.forward(model, i, i + 1)?;
     }
     Ok(steps as f64 / t.elapsed().as_secs_f64())
 }

@@ -280,10 +280,15 @@ impl Weights {
     }
 
     /// The dtype most of the weights are stored in (the first large tensor decides).
-    pub fn dominant_dtype(&self) -> Option<WeightDtype> {
-        let mut names: Vec<&String> = self.by_name.keys().collect();
-        names.sort();
+    /// Every tensor name across the files, sorted.
+    pub fn tensor_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        names.sort_unstable();
         names
+    }
+
+    pub fn dominant_dtype(&self) -> Option<WeightDtype> {
+        self.tensor_names()
             .into_iter()
             .filter_map(|n| self.get(n).ok())
             .max_by_key(|v| v.numel())
