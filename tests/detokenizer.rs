@@ -127,19 +127,26 @@ fn special_tokens_are_skipped_or_kept() {
     assert_eq!(run(true), tok.decode(&ids, true).unwrap_or_default());
 }
 
+/// Streams every id through a fresh detokenizer (special tokens kept); returns the text and
+/// the largest window it held.
+fn stream_with_window(tok: &Tokenizer, ids: &[TokenId]) -> (String, usize) {
+    let mut detok = IncrementalDetokenizer::new(false);
+    let mut out = String::new();
+    let mut max_window = 0;
+    for &id in ids {
+        out.push_str(&detok.push(tok, id).unwrap_or_else(|e| panic!("{e}")));
+        max_window = max_window.max(detok.num_window_tokens());
+    }
+    out.push_str(&detok.finish(tok).unwrap_or_else(|e| panic!("{e}")));
+    (out, max_window)
+}
+
 #[test]
 fn window_stays_bounded_on_long_sequences() {
     let tok = load("llama-3.2-instruct");
     let text = TEXTS.concat().repeat(20);
     let ids = tok.encode(&text, false).unwrap_or_else(|e| panic!("{e}"));
-    let mut detok = IncrementalDetokenizer::new(false);
-    let mut out = String::new();
-    let mut max_window = 0;
-    for &id in &ids {
-        out.push_str(&detok.push(&tok, id).unwrap_or_else(|e| panic!("{e}")));
-        max_window = max_window.max(detok.num_window_tokens());
-    }
-    out.push_str(&detok.finish(&tok).unwrap_or_else(|e| panic!("{e}")));
+    let (out, max_window) = stream_with_window(&tok, &ids);
     assert_eq!(out, tok.decode(&ids, false).unwrap_or_default());
     assert!(ids.len() > 2000, "{} ids", ids.len());
     assert!(max_window <= 8, "window grew to {max_window} ids");
@@ -160,14 +167,7 @@ fn invalid_byte_runs_do_not_grow_the_window() {
         .chain(std::iter::repeat_n(byte, 100))
         .chain(hello.iter().copied())
         .collect();
-    let mut detok = IncrementalDetokenizer::new(false);
-    let mut out = String::new();
-    let mut max_window = 0;
-    for &id in &ids {
-        out.push_str(&detok.push(&tok, id).unwrap_or_else(|e| panic!("{e}")));
-        max_window = max_window.max(detok.num_window_tokens());
-    }
-    out.push_str(&detok.finish(&tok).unwrap_or_else(|e| panic!("{e}")));
+    let (out, max_window) = stream_with_window(&tok, &ids);
     assert_eq!(out, tok.decode(&ids, false).unwrap_or_default());
     assert!(max_window <= 70, "window grew to {max_window} ids");
 }

@@ -267,33 +267,21 @@ fn a_batch_that_contradicts_its_block_table_is_refused() -> Result<()> {
     use enclave::model::{ForwardBatch, KvCache, KvDtype, LogitsRows, SequenceChunk};
     let model = load_causal_lm(&fixture_model("qwen3_qknorm"), &Device::Cpu)?;
     let mut cache = KvCache::new(model.kv_cache_spec(4, 16, KvDtype::F32))?;
-    let tokens = [TokenId(5); 20];
     let table = [BlockId(0)];
-    let b = ForwardBatch::from_chunks(
-        &[SequenceChunk {
-            tokens: &tokens,
+    let batch = |tokens: &[TokenId]| {
+        let chunk = SequenceChunk {
+            tokens,
             num_computed_tokens: 0,
             block_table: &table,
-        }],
-        16,
-        LogitsRows::All,
-    );
+        };
+        ForwardBatch::from_chunks(&[chunk], 16, LogitsRows::All)
+    };
     let err = model
-        .forward(&b, &mut cache)
+        .forward(&batch(&[TokenId(5); 20]), &mut cache)
         .expect_err("20 tokens in one 16-token block");
     assert!(matches!(err, ModelError::Batch(_)), "{err}");
-    let big = [TokenId(9999)];
-    let b = ForwardBatch::from_chunks(
-        &[SequenceChunk {
-            tokens: &big,
-            num_computed_tokens: 0,
-            block_table: &table,
-        }],
-        16,
-        LogitsRows::All,
-    );
     let err = model
-        .forward(&b, &mut cache)
+        .forward(&batch(&[TokenId(9999)]), &mut cache)
         .expect_err("id outside the vocabulary");
     assert!(err.to_string().contains("9999"), "{err}");
     Ok(())
