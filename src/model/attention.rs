@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 
 use super::config::ModelConfig;
 use super::cpu::attention::{paged_attention, write_slots, AttentionShape, SeqAttention};
+use super::cpu::simd::Element;
 use super::error::Result;
 use super::kv_cache::LayerKv;
 use super::layers::{with_f32, Linear, RmsNorm};
@@ -107,7 +108,6 @@ impl Attention {
             step,
         )?;
         let v = self.v_proj.forward(x)?;
-        let kv_row = self.num_kv_heads * self.head_dim;
         let shape = AttentionShape {
             num_heads: self.num_heads,
             num_kv_heads: self.num_kv_heads,
@@ -119,21 +119,22 @@ impl Attention {
         let mut out = vec![0f32; rows * self.num_heads * self.head_dim];
         with_f32(&k, |ks| {
             with_f32(&v, |vs| {
-                with_f32(&q, |qs| match kv {
-                    LayerKv::F32 { k: kc, v: vc } => {
-                        write_slots(kc, ks, step.slot_mapping, kv_row);
-                        write_slots(vc, vs, step.slot_mapping, kv_row);
-                        paged_attention(qs, kc, vc, &step.seqs, shape, &mut out);
-                    }
-                    LayerKv::F16 { k: kc, v: vc } => {
-                        write_slots(kc, ks, step.slot_mapping, kv_row);
-                        write_slots(vc, vs, step.slot_mapping, kv_row);
-                        paged_attention(qs, kc, vc, &step.seqs, shape, &mut out);
-                    }
-                    LayerKv::Bf16 { k: kc, v: vc } => {
-                        write_slots(kc, ks, step.slot_mapping, kv_row);
-                        write_slots(vc, vs, step.slot_mapping, kv_row);
-                        paged_attention(qs, kc, vc, &step.seqs, shape, &mut out);
+                with_f32(&q, |qs| {
+                    let new = StepRows {
+                        q: qs,
+                        k: ks,
+                        v: vs,
+                    };
+                    match kv {
+                        LayerKv::F32 { k, v } => {
+                            write_and_attend((k, v), new, step, shape, &mut out)
+                        }
+                        LayerKv::F16 { k, v } => {
+                            write_and_attend((k, v), new, step, shape, &mut out)
+                        }
+                        LayerKv::Bf16 { k, v } => {
+                            write_and_attend((k, v), new, step, shape, &mut out)
+                        }
                     }
                 })
             })
@@ -141,4 +142,26 @@ impl Attention {
         let attn = Tensor::from_vec(out, (rows, self.num_heads * self.head_dim), x.device())?;
         self.o_proj.forward(&attn)
     }
+}
+
+/// This step's rows, f32: queries `[rows, heads * head_dim]`, keys and values
+/// `[rows, kv_heads * head_dim]`.
+struct StepRows<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+}
+
+/// Writes this step's keys and values into one layer's cache, then attends over it.
+fn write_and_attend<T: Element>(
+    (k_cache, v_cache): (&mut [T], &mut [T]),
+    new: StepRows<'_>,
+    step: &StepContext<'_>,
+    shape: AttentionShape,
+    out: &mut [f32],
+) {
+    let kv_row = shape.num_kv_heads * shape.head_dim;
+    write_slots(k_cache, new.k, step.slot_mapping, kv_row);
+    write_slots(v_cache, new.v, step.slot_mapping, kv_row);
+    paged_attention(new.q, k_cache, v_cache, &step.seqs, shape, out);
 }
