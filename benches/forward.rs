@@ -178,7 +178,7 @@ fn model_dir(root: &Path, dtype: WeightDtype) -> Result<PathBuf> {
 
 fn main() -> Result<()> {
     let opts = parse_opts()?;
-    enclave::model::cpu::allocator::keep_freed_buffers(256 << 20);
+    enclave::model::cpu::tuning::apply();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     println!(
         "threads: {} (RAYON_NUM_THREADS)",

@@ -107,6 +107,70 @@ impl KvCache {
         &self.spec
     }
 
+    /// Copies every layer's keys and values of block `src` into block `dst` (copy-on-write of a
+    /// block that forked sequences share).
+    pub fn copy_block(&mut self, src: usize, dst: usize) -> Result<()> {
+        let n = self.spec.num_blocks;
+        if src >= n || dst >= n {
+            return Err(ModelError::KvCache(format!(
+                "block copy {src} -> {dst} is outside the cache of {n} blocks"
+            )));
+        }
+        let len = self.spec.block_size * self.spec.num_kv_heads * self.spec.head_dim;
+        fn copy<T: Copy>(buf: &mut [T], src: usize, dst: usize, len: usize) {
+            buf.copy_within(src * len..(src + 1) * len, dst * len);
+        }
+        for layer in &mut self.layers {
+            match layer {
+                LayerKv::F32 { k, v } => {
+                    copy(k, src, dst, len);
+                    copy(v, src, dst, len);
+                }
+                LayerKv::F16 { k, v } => {
+                    copy(k, src, dst, len);
+                    copy(v, src, dst, len);
+                }
+                LayerKv::Bf16 { k, v } => {
+                    copy(k, src, dst, len);
+                    copy(v, src, dst, len);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every page once, so the cache's memory is committed at start and resident size
+    /// stays flat under load instead of growing with the first long requests.
+    pub fn commit(&mut self) {
+        const PAGE_ELEMS: usize = 1024;
+        fn touch<T: Copy>(buf: &mut [T]) {
+            let zero = buf.first().copied();
+            if let Some(z) = zero {
+                for i in (0..buf.len()).step_by(PAGE_ELEMS) {
+                    // Volatile so the store of an unchanged value is not optimized away.
+                    // SAFETY: `i` is inside `buf`.
+                    unsafe { std::ptr::write_volatile(buf.as_mut_ptr().add(i), z) };
+                }
+            }
+        }
+        for layer in &mut self.layers {
+            match layer {
+                LayerKv::F32 { k, v } => {
+                    touch(k);
+                    touch(v);
+                }
+                LayerKv::F16 { k, v } => {
+                    touch(k);
+                    touch(v);
+                }
+                LayerKv::Bf16 { k, v } => {
+                    touch(k);
+                    touch(v);
+                }
+            }
+        }
+    }
+
     pub fn layer_mut(&mut self, layer: usize) -> &mut LayerKv {
         &mut self.layers[layer]
     }

@@ -42,11 +42,11 @@ pub fn write_slots<T: Element>(cache: &mut [T], src: &[f32], slot_mapping: &[u32
     }
 }
 
-/// Query rows of one sequence from which the matrix-product path pays for its gathers.
-const BLOCKED_MIN_ROWS: usize = 16;
-
-/// `out` is `[tokens, num_heads * head_dim]`, laid out like `q`. Long query runs (prefill
-/// chunks) go through matrix products per head; the rest (decode) row by row.
+/// `out` is `[tokens, num_heads * head_dim]`, laid out like `q`.
+///
+/// Invariant: batch invariance. A query row's output does not depend on how its sequence was
+/// split into chunks or on what else is in the batch, so every query length takes the same
+/// path: matrix products per key/value head with AVX-512, row by row without.
 pub fn paged_attention<T: Element>(
     q: &[f32],
     k_cache: &[T],
@@ -57,17 +57,7 @@ pub fn paged_attention<T: Element>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if super::gemm::available_f32() {
-        let (long, short): (Vec<_>, Vec<_>) = seqs
-            .iter()
-            .cloned()
-            .partition(|s| s.query_len >= BLOCKED_MIN_ROWS);
-        for seq in &long {
-            blocked::attend(q, k_cache, v_cache, seq, shape, out);
-        }
-        if !short.is_empty() {
-            rowwise(q, k_cache, v_cache, &short, shape, out);
-        }
-        return;
+        return blocked::attend(q, k_cache, v_cache, seqs, shape, out);
     }
     rowwise(q, k_cache, v_cache, seqs, shape, out)
 }
@@ -120,85 +110,156 @@ fn rowwise<T: Element>(
     });
 }
 
-/// The matrix-product path for long query runs: per head, gather the sequence's keys and
-/// values out of their blocks once, then `scores = Q·Kᵀ` and `out = P·V` with the f32 tile
-/// kernel, masking positions after each query (and outside the sliding window).
+/// The matrix-product path: per (sequence, key/value head), gather that head's keys and
+/// values out of their blocks once, then for blocks of query rows (every query head of the
+/// group together) `scores = Q·Kᵀ` and `out = P·V` with the f32 tile kernel, masking positions
+/// after each query and outside the sliding window.
+///
+/// Why this is batch-invariant: the tile kernel's value for an element depends only on its own
+/// operands; masked positions contribute exact zeros; and the gathered range starts at a
+/// multiple of the kernel's `k` chunk, so every position meets the same accumulator lane and
+/// chunk whatever the chunking of the sequence.
 #[cfg(target_arch = "x86_64")]
 mod blocked {
     use rayon::prelude::*;
 
     use super::{AttentionShape, Element, SeqAttention};
-    use crate::model::cpu::gemm::gemm_f32_serial;
+    use crate::model::cpu::gemm::{gemm_f32_serial, KC};
+
+    /// Query rows per task: bounds the score matrix while keeping the products large.
+    const ROW_BLOCK: usize = 64;
+
+    /// One (sequence, key/value head) pair's output rows: `[query_len, group, head_dim]`.
+    struct HeadOutput {
+        seq: usize,
+        kv_head: usize,
+        rows: Vec<f32>,
+    }
 
     pub(super) fn attend<T: Element>(
         q: &[f32],
         k_cache: &[T],
         v_cache: &[T],
-        seq: &SeqAttention<'_>,
+        seqs: &[SeqAttention<'_>],
         shape: AttentionShape,
         out: &mut [f32],
     ) {
+        let tasks: Vec<(usize, usize)> = (0..seqs.len())
+            .flat_map(|s| (0..shape.num_kv_heads).map(move |g| (s, g)))
+            .collect();
+        let results: Vec<HeadOutput> = tasks
+            .into_par_iter()
+            .map(|(s, g)| HeadOutput {
+                seq: s,
+                kv_head: g,
+                rows: attend_head(q, (k_cache, v_cache), &seqs[s], g, shape),
+            })
+            .collect();
+        let (hd, heads) = (shape.head_dim, shape.num_heads);
+        let group = heads / shape.num_kv_heads;
+        for r in results {
+            let seq = &seqs[r.seq];
+            for (row, chunk) in r.rows.chunks_exact(group * hd).enumerate() {
+                let dst = ((seq.query_start + row) * heads + r.kv_head * group) * hd;
+                out[dst..dst + group * hd].copy_from_slice(chunk);
+            }
+        }
+    }
+
+    fn attend_head<T: Element>(
+        q: &[f32],
+        (k_cache, v_cache): (&[T], &[T]),
+        seq: &SeqAttention<'_>,
+        kv_head: usize,
+        shape: AttentionShape,
+    ) -> Vec<f32> {
         let (hd, heads) = (shape.head_dim, shape.num_heads);
         let group = heads / shape.num_kv_heads;
         let (rows, ctx) = (seq.query_len, seq.context_len);
         let first_pos = ctx - rows;
-        let per_head: Vec<Vec<f32>> = (0..heads)
+        let lowest = |pos: usize| {
+            shape
+                .sliding_window
+                .map_or(0, |w| (pos + 1).saturating_sub(w))
+        };
+        let start = lowest(first_pos) / KC * KC;
+        let span = ctx - start;
+        let kv_off = kv_head * hd;
+        let kv_row = shape.num_kv_heads * hd;
+        let mut keys = vec![0f32; span * hd];
+        let mut values_t = vec![0f32; hd * span];
+        for i in 0..span {
+            let p = start + i;
+            let block = seq.block_table[p / shape.block_size] as usize;
+            let slot = (block * shape.block_size + p % shape.block_size) * kv_row + kv_off;
+            let (k, v) = (&k_cache[slot..slot + hd], &v_cache[slot..slot + hd]);
+            for d in 0..hd {
+                keys[i * hd + d] = k[d].to_f32();
+                values_t[d * span + i] = v[d].to_f32();
+            }
+        }
+        let blocks: Vec<usize> = (0..rows).step_by(ROW_BLOCK).collect();
+        let parts: Vec<Vec<f32>> = blocks
             .into_par_iter()
-            .map(|h| {
-                let kv_off = (h / group) * hd;
-                let slot = |p: usize| {
-                    let block = seq.block_table[p / shape.block_size] as usize;
-                    (block * shape.block_size + p % shape.block_size) * shape.num_kv_heads * hd
-                        + kv_off
-                };
-                let mut keys = vec![0f32; ctx * hd];
-                let mut values_t = vec![0f32; hd * ctx];
-                for p in 0..ctx {
-                    let (k, v) = (
-                        &k_cache[slot(p)..slot(p) + hd],
-                        &v_cache[slot(p)..slot(p) + hd],
-                    );
-                    for d in 0..hd {
-                        keys[p * hd + d] = k[d].to_f32();
-                        values_t[d * ctx + p] = v[d].to_f32();
-                    }
+            .map(|r0| {
+                let nr = ROW_BLOCK.min(rows - r0);
+                // Columns past the block's last query are all masked: leave them out.
+                let cols = first_pos + r0 + nr - start;
+                let m = nr * group;
+                let mut qh = vec![0f32; m * hd];
+                for r in 0..nr {
+                    let src = ((seq.query_start + r0 + r) * heads + kv_head * group) * hd;
+                    qh[r * group * hd..(r + 1) * group * hd]
+                        .copy_from_slice(&q[src..src + group * hd]);
                 }
-                let mut qh = vec![0f32; rows * hd];
-                for r in 0..rows {
-                    qh[r * hd..(r + 1) * hd]
-                        .copy_from_slice(&q[((seq.query_start + r) * heads + h) * hd..][..hd]);
+                let mut scores = vec![0f32; m * cols];
+                gemm_f32_serial(&qh, m, hd, &keys, cols, &mut scores);
+                for (i, row) in scores.chunks_exact_mut(cols).enumerate() {
+                    let pos = first_pos + r0 + i / group;
+                    softmax_visible(row, lowest(pos) - start, pos - start, shape.scale);
                 }
-                let mut scores = vec![0f32; rows * ctx];
-                gemm_f32_serial(&qh, rows, hd, &keys, ctx, &mut scores);
-                for (r, row) in scores.chunks_exact_mut(ctx).enumerate() {
-                    let pos = first_pos + r;
-                    let lo = shape
-                        .sliding_window
-                        .map_or(0, |w| (pos + 1).saturating_sub(w));
-                    let visible = &mut row[lo..=pos];
-                    let max = visible
-                        .iter()
-                        .fold(f32::NEG_INFINITY, |m, s| m.max(*s * shape.scale));
-                    let mut sum = 0f32;
-                    for s in visible.iter_mut() {
-                        *s = (*s * shape.scale - max).exp();
-                        sum += *s;
-                    }
-                    visible.iter_mut().for_each(|s| *s /= sum);
-                    row[..lo].fill(0.0);
-                    row[pos + 1..].fill(0.0);
-                }
-                let mut oh = vec![0f32; rows * hd];
-                gemm_f32_serial(&scores, rows, ctx, &values_t, hd, &mut oh);
+                let mut oh = vec![0f32; m * hd];
+                gemm_f32_serial_strided(&scores, m, cols, &values_t, span, hd, &mut oh);
                 oh
             })
             .collect();
-        for (h, oh) in per_head.iter().enumerate() {
-            for r in 0..rows {
-                out[((seq.query_start + r) * heads + h) * hd..][..hd]
-                    .copy_from_slice(&oh[r * hd..(r + 1) * hd]);
-            }
+        parts.concat()
+    }
+
+    /// Turns raw scores into probabilities over `lo..=hi`, zeroing the rest.
+    fn softmax_visible(row: &mut [f32], lo: usize, hi: usize, scale: f32) {
+        let visible = &mut row[lo..=hi];
+        let max = visible
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, s| m.max(*s * scale));
+        let mut sum = 0f32;
+        for s in visible.iter_mut() {
+            *s = (*s * scale - max).exp();
+            sum += *s;
         }
+        visible.iter_mut().for_each(|s| *s /= sum);
+        row[..lo].fill(0.0);
+        row[hi + 1..].fill(0.0);
+    }
+
+    /// `c = a · bᵀ` where `b`'s rows hold `k` used values out of a longer row of `ldb`.
+    fn gemm_f32_serial_strided(
+        a: &[f32],
+        m: usize,
+        k: usize,
+        b: &[f32],
+        ldb: usize,
+        n: usize,
+        c: &mut [f32],
+    ) {
+        if k == ldb {
+            return gemm_f32_serial(a, m, k, b, n, c);
+        }
+        let mut packed = vec![0f32; n * k];
+        for (dst, src) in packed.chunks_exact_mut(k).zip(b.chunks_exact(ldb)) {
+            dst.copy_from_slice(&src[..k]);
+        }
+        gemm_f32_serial(a, m, k, &packed, n, c)
     }
 }
 
@@ -350,6 +411,80 @@ mod tests {
                 .map(|(x, y)| (x - y).abs())
                 .fold(0f32, f32::max);
             assert!(max < 1e-5, "window {window:?}: max diff {max}");
+        }
+    }
+
+    /// The same query rows give the same bits whether computed as one prefill chunk, in
+    /// smaller chunks, or beside another sequence.
+    #[test]
+    fn a_row_gives_the_same_bits_however_its_sequence_is_chunked() {
+        let (heads, kv_heads, hd, bs) = (6, 2, 16, 4);
+        let vals = |n: usize, m: u32| {
+            (0..n)
+                .map(|i| (((i as u32 * 7919 + m) % 97) as f32 / 48.0) - 1.0)
+                .collect::<Vec<_>>()
+        };
+        let total = 45;
+        let table: Vec<u32> = (0..12).map(|b| (b * 5) % 12).collect();
+        let slots: Vec<u32> = (0..total)
+            .map(|p| table[p / bs] * bs as u32 + (p % bs) as u32)
+            .collect();
+        let mut kc = vec![0f32; 12 * bs * kv_heads * hd];
+        let mut vc = kc.clone();
+        write_slots(
+            &mut kc,
+            &vals(total * kv_heads * hd, 2),
+            &slots,
+            kv_heads * hd,
+        );
+        write_slots(
+            &mut vc,
+            &vals(total * kv_heads * hd, 3),
+            &slots,
+            kv_heads * hd,
+        );
+        let q = vals(total * heads * hd, 1);
+        let row = heads * hd;
+        for window in [None, Some(7)] {
+            let shape = AttentionShape {
+                num_heads: heads,
+                num_kv_heads: kv_heads,
+                head_dim: hd,
+                block_size: bs,
+                scale: 0.25,
+                sliding_window: window,
+            };
+            let mut whole = vec![0f32; q.len()];
+            let one = SeqAttention {
+                query_start: 0,
+                query_len: total,
+                context_len: total,
+                block_table: &table,
+            };
+            paged_attention(&q, &kc, &vc, &[one], shape, &mut whole);
+            for (lo, hi) in [(0, 1), (1, 6), (6, 30), (30, 44), (44, 45)] {
+                // The chunk rides behind an unrelated decode row of the same cache.
+                let other = SeqAttention {
+                    query_start: 0,
+                    query_len: 1,
+                    context_len: 9,
+                    block_table: &table,
+                };
+                let chunk = SeqAttention {
+                    query_start: 1,
+                    query_len: hi - lo,
+                    context_len: hi,
+                    block_table: &table,
+                };
+                let mut qq = q[8 * row..9 * row].to_vec();
+                qq.extend_from_slice(&q[lo * row..hi * row]);
+                let mut part = vec![0f32; qq.len()];
+                paged_attention(&qq, &kc, &vc, &[other, chunk], shape, &mut part);
+                assert!(
+                    part[row..] == whole[lo * row..hi * row],
+                    "window {window:?}: rows {lo}..{hi} differ from the one-chunk result"
+                );
+            }
         }
     }
 }

@@ -12,7 +12,10 @@ use half::bf16;
 use rayon::prelude::*;
 
 /// `k` elements per chunk: a 4-row tile of each operand stays in L1.
-const KC: usize = 1024;
+pub const KC: usize = 1024;
+/// Rows of `a` up to which `b` is streamed once instead of blocked in L2. The loop order never
+/// changes a value: each element still sums its `k` chunks in order.
+const STREAM_MAX_ROWS: usize = 16;
 /// Rows of `B` per block: the block stays in L2 while all of `A` passes.
 const NB: usize = 256;
 
@@ -60,6 +63,30 @@ fn run_blocks(
     let blocks: Vec<usize> = (0..n).step_by(nb).collect();
     let block = |&n0: &usize| {
         let n1 = (n0 + nb).min(n);
+        if m <= STREAM_MAX_ROWS {
+            // Few rows (decode): each group of four `b` rows is read end to end once, in long
+            // runs the prefetchers follow, while all of `a` stays in cache.
+            // A single row goes one `b` row at a time: one contiguous stream, with
+            // out-of-order execution overlapping the rows' dependency chains.
+            let cols = if m == 1 { 1 } else { 4 };
+            for j0 in (n0..n1).step_by(cols) {
+                for k0 in (0..k).step_by(KC) {
+                    for m0 in (0..m).step_by(4) {
+                        let pos = TilePos {
+                            m0,
+                            mr: 4.min(m - m0),
+                            j0,
+                            nr: cols.min(n1 - j0),
+                            k0,
+                            kc: KC.min(k - k0),
+                            prefetch_next: m0 == 0 && j0 + cols < n1,
+                        };
+                        tile(pos, out);
+                    }
+                }
+            }
+            return;
+        }
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             for m0 in (0..m).step_by(4) {
@@ -72,6 +99,7 @@ fn run_blocks(
                         nr: 4.min(n1 - j0),
                         k0,
                         kc,
+                        prefetch_next: false,
                     };
                     tile(pos, out);
                 }
@@ -94,8 +122,9 @@ unsafe fn half(v: __m512) -> __m256 {
 }
 
 /// Sums each of the `R×C` accumulators and adds (or stores, for the first chunk) into `c`.
-/// A full row of four is reduced together through a horizontal-add tree, which costs about a
-/// third of four separate reductions.
+/// Every element goes through the same horizontal-add tree whatever the tile's shape (a short
+/// row is padded with zero accumulators), so an output value never depends on where the tiling
+/// put it: a row computes the same bits alone or in any batch.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn store_tile<const R: usize, const C: usize>(
@@ -106,25 +135,19 @@ unsafe fn store_tile<const R: usize, const C: usize>(
 ) {
     for (i, row) in acc.iter().enumerate() {
         let p = c.add(i * ldc);
-        if C == 4 {
-            let ab = _mm256_hadd_ps(half(row[0]), half(row[1]));
-            let cd = _mm256_hadd_ps(half(row[2]), half(row[3]));
-            let abcd = _mm256_hadd_ps(ab, cd);
-            let sums = _mm_add_ps(
-                _mm256_castps256_ps128(abcd),
-                _mm256_extractf128_ps::<1>(abcd),
-            );
-            let sums = if first {
-                sums
-            } else {
-                _mm_add_ps(sums, _mm_loadu_ps(p))
-            };
-            _mm_storeu_ps(p, sums);
-            continue;
-        }
-        for (j, v) in row.iter().enumerate() {
-            let s = _mm512_reduce_add_ps(*v);
-            *p.add(j) = if first { s } else { *p.add(j) + s };
+        let mut four = [_mm512_setzero_ps(); 4];
+        four[..C].copy_from_slice(row);
+        let ab = _mm256_hadd_ps(half(four[0]), half(four[1]));
+        let cd = _mm256_hadd_ps(half(four[2]), half(four[3]));
+        let abcd = _mm256_hadd_ps(ab, cd);
+        let sums = _mm_add_ps(
+            _mm256_castps256_ps128(abcd),
+            _mm256_extractf128_ps::<1>(abcd),
+        );
+        let mut lanes = [0f32; 4];
+        _mm_storeu_ps(lanes.as_mut_ptr(), sums);
+        for (j, s) in lanes.iter().take(C).enumerate() {
+            *p.add(j) = if first { *s } else { *p.add(j) + *s };
         }
     }
 }
@@ -185,6 +208,9 @@ struct Tile<P> {
     c: *mut f32,
     ldc: usize,
     first: bool,
+    /// Ask for the next tile's `b` rows (the same `k` range) while this one computes: set on
+    /// the first row tile of the streaming order, whose `b` comes from memory.
+    prefetch_next: bool,
 }
 
 /// Where a tile sits: rows `m0..m0 + mr` of `a`, rows `j0..j0 + nr` of `b` (columns of `c`),
@@ -197,6 +223,7 @@ struct TilePos {
     nr: usize,
     k0: usize,
     kc: usize,
+    prefetch_next: bool,
 }
 
 impl<P> Tile<P> {
@@ -220,6 +247,7 @@ impl<P> Tile<P> {
             c: c.0.add(pos.m0 * n + pos.j0),
             ldc: n,
             first: pos.k0 == 0,
+            prefetch_next: pos.prefetch_next,
         }
     }
 }
@@ -238,6 +266,7 @@ unsafe fn tile_f32<const R: usize, const C: usize>(t: Tile<f32>) {
         c,
         ldc,
         first,
+        ..
     } = t;
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     let mut kk = 0;
@@ -278,11 +307,17 @@ unsafe fn tile_bf16<const R: usize, const C: usize>(t: Tile<u16>) {
         c,
         ldc,
         first,
+        prefetch_next,
     } = t;
     let zero: __m512bh = std::mem::transmute(_mm512_setzero_si512());
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     let mut kk = 0;
     while kk + 32 <= kc {
+        if prefetch_next {
+            for r in 0..C {
+                _mm_prefetch::<_MM_HINT_T1>(b.add((C + r) * ldb + kk).cast());
+            }
+        }
         tile_step!(
             acc,
             zero,
@@ -307,7 +342,115 @@ unsafe fn tile_bf16<const R: usize, const C: usize>(t: Tile<u16>) {
     store_tile(&acc, c, ldc, first);
 }
 
+/// 16-bit weight formats widened to f32 as they are loaded, for the f32-activation tile.
+pub trait WideWeight: Copy + Sync {
+    /// Sixteen weights at `p`, as f32.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL must be present and `p..p + 16` readable.
+    unsafe fn load16(p: *const Self) -> __m512;
+    /// The first `count` (< 16) weights at `p`, the rest zero.
+    ///
+    /// # Safety
+    /// As `load16`, for `p..p + count`.
+    unsafe fn load_tail(p: *const Self, count: usize) -> __m512;
+}
+
+impl WideWeight for half::f16 {
+    #[inline]
+    unsafe fn load16(p: *const Self) -> __m512 {
+        widen_f16(_mm256_loadu_si256(p.cast()))
+    }
+    #[inline]
+    unsafe fn load_tail(p: *const Self, count: usize) -> __m512 {
+        widen_f16(masked_u16x16(p.cast(), count))
+    }
+}
+
+impl WideWeight for bf16 {
+    #[inline]
+    unsafe fn load16(p: *const Self) -> __m512 {
+        widen_bf16(_mm256_loadu_si256(p.cast()))
+    }
+    #[inline]
+    unsafe fn load_tail(p: *const Self, count: usize) -> __m512 {
+        widen_bf16(masked_u16x16(p.cast(), count))
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn masked_u16x16(p: *const u16, count: usize) -> __m256i {
+    _mm256_maskz_loadu_epi16(((1u32 << count) - 1) as __mmask16, p.cast())
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn widen_f16(v: __m256i) -> __m512 {
+    _mm512_cvtph_ps(v)
+}
+
+/// A bf16 is the top half of an f32.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn widen_bf16(v: __m256i) -> __m512 {
+    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(v)))
+}
+
+/// f32 activations against 16-bit weights widened on load: f16 weights, and bf16 weights on
+/// CPUs without the bf16 dot-product instruction.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn tile_wide<W: WideWeight, const R: usize, const C: usize>(
+    t: Tile<f32>,
+    b: *const W,
+    ldb: usize,
+) {
+    let Tile {
+        a,
+        lda,
+        kc,
+        c,
+        ldc,
+        first,
+        ..
+    } = t;
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let mut kk = 0;
+    while kk + 16 <= kc {
+        tile_step!(
+            acc,
+            _mm512_setzero_ps(),
+            r,
+            _mm512_loadu_ps(a.add(r * lda + kk)),
+            W::load16(b.add(r * ldb + kk)),
+            fma_f32
+        );
+        kk += 16;
+    }
+    if kk < kc {
+        let m: __mmask16 = (1u16 << (kc - kk)) - 1;
+        tile_step!(
+            acc,
+            _mm512_setzero_ps(),
+            r,
+            _mm512_maskz_loadu_ps(m, a.add(r * lda + kk)),
+            W::load_tail(b.add(r * ldb + kk), kc - kk),
+            fma_f32
+        );
+    }
+    store_tile(&acc, c, ldc, first);
+}
+
 macro_rules! dispatch {
+    ($f:ident::<$t:ty>, $mr:expr, $nr:expr, $($args:expr),*) => {
+        match ($mr, $nr) {
+            (4, 4) => $f::<$t, 4, 4>($($args),*), (4, 3) => $f::<$t, 4, 3>($($args),*), (4, 2) => $f::<$t, 4, 2>($($args),*), (4, 1) => $f::<$t, 4, 1>($($args),*),
+            (3, 4) => $f::<$t, 3, 4>($($args),*), (3, 3) => $f::<$t, 3, 3>($($args),*), (3, 2) => $f::<$t, 3, 2>($($args),*), (3, 1) => $f::<$t, 3, 1>($($args),*),
+            (2, 4) => $f::<$t, 2, 4>($($args),*), (2, 3) => $f::<$t, 2, 3>($($args),*), (2, 2) => $f::<$t, 2, 2>($($args),*), (2, 1) => $f::<$t, 2, 1>($($args),*),
+            (1, 4) => $f::<$t, 1, 4>($($args),*), (1, 3) => $f::<$t, 1, 3>($($args),*), (1, 2) => $f::<$t, 1, 2>($($args),*), _ => $f::<$t, 1, 1>($($args),*),
+        }
+    };
     ($f:ident, $mr:expr, $nr:expr, $($args:expr),*) => {
         match ($mr, $nr) {
             (4, 4) => $f::<4, 4>($($args),*), (4, 3) => $f::<4, 3>($($args),*), (4, 2) => $f::<4, 2>($($args),*), (4, 1) => $f::<4, 1>($($args),*),
@@ -370,6 +513,30 @@ pub fn gemm_bf16(a: &[f32], m: usize, k: usize, b: &[bf16], n: usize, c: &mut [f
                 pos.nr,
                 Tile::at(a16.as_ptr(), b16.as_ptr(), out, (k, n), pos)
             )
+        }
+    });
+}
+
+pub fn available_wide() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// `c = a · widen(b)ᵀ` for 16-bit weights; requires `available_wide()`.
+pub fn gemm_wide<W: WideWeight>(a: &[f32], m: usize, k: usize, b: &[W], n: usize, c: &mut [f32]) {
+    assert!(available_wide() && a.len() >= m * k && b.len() >= n * k);
+    run_blocks(m, n, k, c, true, |pos, out| {
+        // SAFETY: the features are present (asserted); as in gemm_f32, every position lies
+        // inside [m, k] × [n, k], so the weight pointer at (j0, k0) stays inside `b`.
+        unsafe {
+            let t = Tile::at(a.as_ptr(), a.as_ptr(), out, (k, n), pos);
+            let bp = b.as_ptr().add(pos.j0 * k + pos.k0);
+            dispatch!(tile_wide::<W>, pos.mr, pos.nr, t, bp, k)
         }
     });
 }

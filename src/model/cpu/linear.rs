@@ -1,20 +1,19 @@
 //! `y = x · Wᵀ` on the CPU, with `W` (`[n, k]`, row-major, f32/f16/bf16) read in place from
-//! the mapped weights file.
+//! the loaded weights.
 //!
-//! Two regimes: a few rows of `x` (decode) are memory-bound, so each weight row is streamed
-//! once and dotted with every row of `x` while it sits in L1; many rows (prefill) are
-//! compute-bound and go through a blocked GEMM. Depends only on `simd` and the `gemm` crate.
+//! Invariant: batch invariance. A row of `x` gives the same bits whatever other rows share the
+//! call, so a sequence's tokens never depend on what else the engine batched with it (seeded
+//! sampling reproduces, and batched output equals one-sequence output exactly). Every row
+//! count therefore takes the same path: the AVX-512 tile GEMM, whose per-element summation
+//! order is fixed (see `gemm`), or, without AVX-512, one dot product per element. The tile
+//! kernel streams each weight row once per call, so decode (a few rows) stays memory-bound
+//! and prefill compute-bound on the same code. Depends only on `simd` and `gemm`.
 
 use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::simd::Element;
 
-/// Rows of `x` at or above which the GEMM path wins over streaming dot products.
-const GEMM_MIN_ROWS: usize = 16;
-/// Output features converted to f32 at a time on the GEMM path for 16-bit weights: a panel of
-/// this many rows stays in L2 while the GEMM reuses it for every row of `x`.
-const PANEL_ROWS: usize = 256;
 const TASKS_PER_THREAD: usize = 8;
 
 /// A weight matrix as the kernels read it.
@@ -29,68 +28,37 @@ pub enum MatRef<'a> {
 pub fn linear(x: &[f32], rows: usize, k: usize, w: MatRef<'_>, n: usize, out: &mut [f32]) {
     debug_assert_eq!(x.len(), rows * k);
     debug_assert_eq!(out.len(), rows * n);
-    if rows >= GEMM_MIN_ROWS {
-        #[cfg(target_arch = "x86_64")]
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::gemm;
         match w {
-            MatRef::F32(w) if super::gemm::available_f32() => {
-                return super::gemm::gemm_f32(x, rows, k, w, n, out)
+            MatRef::Bf16(w) if gemm::available_bf16() => {
+                return gemm::gemm_bf16(x, rows, k, w, n, out)
             }
-            MatRef::Bf16(w) if super::gemm::available_bf16() => {
-                return super::gemm::gemm_bf16(x, rows, k, w, n, out)
+            MatRef::F32(w) if gemm::available_f32() => {
+                return gemm::gemm_f32(x, rows, k, w, n, out)
+            }
+            MatRef::Bf16(w) if gemm::available_wide() => {
+                return gemm::gemm_wide(x, rows, k, w, n, out)
+            }
+            MatRef::F16(w) if gemm::available_wide() => {
+                return gemm::gemm_wide(x, rows, k, w, n, out)
             }
             _ => {}
         }
-        match w {
-            MatRef::F32(w) => gemm_f32(x, rows, k, w, n, out),
-            MatRef::F16(w) => gemm_widened(x, rows, k, w, n, out),
-            MatRef::Bf16(w) => gemm_widened(x, rows, k, w, n, out),
-        }
-    } else {
-        #[cfg(target_arch = "x86_64")]
-        if let MatRef::Bf16(w) = w {
-            if super::gemm::available_bf16() {
-                return streamed_bf16(x, rows, k, w, n, out);
-            }
-        }
-        match w {
-            MatRef::F32(w) => streamed(x, rows, k, w, n, out),
-            MatRef::F16(w) => streamed(x, rows, k, w, n, out),
-            MatRef::Bf16(w) => streamed(x, rows, k, w, n, out),
-        }
+    }
+    match w {
+        MatRef::F32(w) => streamed(x, rows, k, w, n, out),
+        MatRef::F16(w) => streamed(x, rows, k, w, n, out),
+        MatRef::Bf16(w) => streamed(x, rows, k, w, n, out),
     }
 }
 
+/// The portable path: each task owns a contiguous run of weight rows and reads them in memory
+/// order, dotting each with every row of `x` while it sits in L1. With several rows of `x`, the
+/// result is built transposed (`[n, rows]`) so that tasks write disjoint slices, then turned
+/// around.
 fn streamed<T: Element>(x: &[f32], rows: usize, k: usize, w: &[T], n: usize, out: &mut [f32]) {
-    streamed_with(x, w, out, Dims { rows, k, n }, T::dot)
-}
-
-/// bf16 weights with the bf16 dot-product instruction: the activations are rounded to bf16
-/// once, exactly as the prefill GEMM does, so decode and prefill compute the same products.
-#[cfg(target_arch = "x86_64")]
-fn streamed_bf16(x: &[f32], rows: usize, k: usize, w: &[bf16], n: usize, out: &mut [f32]) {
-    use super::gemm::{dot_bf16, round_to_bf16};
-    streamed_with(&round_to_bf16(x), w, out, Dims { rows, k, n }, dot_bf16)
-}
-
-/// The sizes of one product: `rows` of activations, `k` inputs, `n` outputs.
-#[derive(Clone, Copy)]
-struct Dims {
-    rows: usize,
-    k: usize,
-    n: usize,
-}
-
-/// Each task owns a contiguous run of weight rows and reads them in memory order, the pattern
-/// hardware prefetchers follow best. With several rows of `x`, the result is built transposed
-/// (`[n, rows]`) so that tasks write disjoint slices, then turned around.
-fn streamed_with<A: Sync, T: Sync>(
-    x: &[A],
-    w: &[T],
-    out: &mut [f32],
-    dims: Dims,
-    dot: fn(&[A], &[T]) -> f32,
-) {
-    let Dims { rows, k, n } = dims;
     let threads = rayon::current_num_threads().max(1);
     let per_task = n.div_ceil(threads * TASKS_PER_THREAD).max(16);
     let work = |(chunk_idx, dst): (usize, &mut [f32])| {
@@ -98,7 +66,7 @@ fn streamed_with<A: Sync, T: Sync>(
         for (jj, dst_row) in dst.chunks_exact_mut(rows).enumerate() {
             let wr = &w[(j0 + jj) * k..(j0 + jj + 1) * k];
             for (t, d) in dst_row.iter_mut().enumerate() {
-                *d = dot(&x[t * k..(t + 1) * k], wr);
+                *d = T::dot(&x[t * k..(t + 1) * k], wr);
             }
         }
     };
@@ -115,73 +83,6 @@ fn streamed_with<A: Sync, T: Sync>(
         for (t, v) in col.iter().enumerate() {
             out[t * n + j] = *v;
         }
-    }
-}
-
-/// Writes columns `j0..j0 + dims.n` of `out` (row stride `ld_out`) from an f32 panel of
-/// `dims.n` weight rows.
-fn gemm_panel(x: &[f32], w: &[f32], out: &mut [f32], dims: Dims, (j0, ld_out): (usize, usize)) {
-    let Dims {
-        rows,
-        k,
-        n: n_panel,
-    } = dims;
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    debug_assert!(out.len() >= (rows - 1) * ld_out + j0 + n_panel);
-    // SAFETY: the strides describe x as [rows, k] row-major, w as the transpose of a row-major
-    // [n_panel, k] matrix, and out as [rows, ld_out] row-major starting at column j0; all the
-    // addressed elements are inside the slices (asserted above and by the callers' lengths).
-    unsafe {
-        gemm::gemm(
-            rows,
-            n_panel,
-            k,
-            out.as_mut_ptr().add(j0),
-            1,
-            ld_out as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
-}
-
-fn gemm_f32(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, out: &mut [f32]) {
-    gemm_panel(x, w, out, Dims { rows, k, n }, (0, n));
-}
-
-/// 16-bit weights are widened one panel at a time, so the f32 copy stays cache-sized.
-fn gemm_widened<T: Element>(x: &[f32], rows: usize, k: usize, w: &[T], n: usize, out: &mut [f32]) {
-    let mut panel = vec![0f32; PANEL_ROWS * k];
-    let mut j0 = 0;
-    while j0 < n {
-        let nb = PANEL_ROWS.min(n - j0);
-        let src = &w[j0 * k..(j0 + nb) * k];
-        panel[..nb * k]
-            .par_chunks_mut(k)
-            .zip(src.par_chunks(k))
-            .for_each(|(d, s)| {
-                for (d, s) in d.iter_mut().zip(s) {
-                    *d = s.to_f32();
-                }
-            });
-        gemm_panel(x, &panel[..nb * k], out, Dims { rows, k, n: nb }, (j0, n));
-        j0 += nb;
     }
 }
 
@@ -252,6 +153,35 @@ mod tests {
                     .map(|(a, b)| (a - b).abs())
                     .fold(0f32, f32::max);
                 assert!(max < 2e-4, "rows {rows}: max diff {max}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gives_the_same_bits_in_any_batch() {
+        let (k, n) = (1100, 301);
+        let w = pseudo(n * k, 5);
+        let w_bf: Vec<bf16> = w.iter().map(|v| bf16::from_f32(*v)).collect();
+        let w_h: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
+        let x = pseudo(37 * k, 9);
+        for mat in [MatRef::F32(&w), MatRef::Bf16(&w_bf), MatRef::F16(&w_h)] {
+            let mut all = vec![0f32; 37 * n];
+            linear(&x, 37, k, mat, n, &mut all);
+            for (start, rows) in [(0, 1), (5, 3), (20, 16), (36, 1)] {
+                let mut part = vec![0f32; rows * n];
+                linear(
+                    &x[start * k..(start + rows) * k],
+                    rows,
+                    k,
+                    mat,
+                    n,
+                    &mut part,
+                );
+                assert!(
+                    part == all[start * n..(start + rows) * n],
+                    "rows {start}..{} differ from the same rows in a batch of 37",
+                    start + rows
+                );
             }
         }
     }

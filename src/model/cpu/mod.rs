@@ -5,9 +5,9 @@
 //! sequences. Parallelism is rayon's global pool, which candle's CPU ops share, so the two never
 //! oversubscribe the cores.
 
-pub mod allocator;
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm;
 pub mod linear;
 pub mod simd;
+pub mod tuning;

@@ -1,10 +1,25 @@
-//! Process-wide allocator tuning for the forward pass.
+//! Process-wide tuning for the CPU forward pass: the allocator, and candle's own thread pool.
+//! Called once by the binaries at start, before any tensor exists; never by library code.
 //!
+//! Allocator:
 //! glibc serves every allocation above its mmap threshold (128 KiB, adapting up to 32 MiB) with
 //! a fresh mapping and unmaps it on free, so each layer's activation buffers are faulted in and
 //! zeroed by the kernel again: a third of a prefill's time, measured. Raising the thresholds
-//! keeps freed buffers in the heap for the next layer. Called once by the binaries, never by
-//! library code on its own.
+//! keeps freed buffers in the heap for the next layer.
+//!
+//! Threads: candle's element-wise ops run on a pool of their own whose idle workers spin,
+//! beside rayon's pool that runs our kernels; on a small machine the two fight for the same
+//! cores (a quarter of a 16-sequence decode step, measured). Candle's ops are cheap next to
+//! the matrix products, so they run on the calling thread.
+
+/// Applies both settings; see the module doc.
+pub fn apply() {
+    keep_freed_buffers(256 << 20);
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Read once, when candle first builds its pool: nothing has run yet.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
 
 /// Keeps freed blocks up to `max_reuse_bytes` in the heap instead of returning them to the OS.
 pub fn keep_freed_buffers(max_reuse_bytes: usize) {
