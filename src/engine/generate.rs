@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::error::EngineError;
 use super::sampler::{Sampler, SamplingParams};
+use super::sequence::FinishReason;
 use crate::ids::{BlockId, TokenId};
 use crate::model::{CausalLm, ForwardBatch, KvCache, KvDtype, LogitsRows, SequenceChunk};
 
@@ -19,12 +20,6 @@ pub struct GenerateParams {
     pub stop_token_ids: Vec<TokenId>,
     pub block_size: usize,
     pub kv_dtype: KvDtype,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    Stop,
-    Length,
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +58,8 @@ pub fn generate(
             max_context,
         });
     }
-    let mut sampler = Sampler::new(params.sampling.clone())?;
+    let vocab_size = model.config().vocab_size;
+    let mut sampler = Sampler::new(params.sampling.clone(), prompt, 0, vocab_size)?;
     let bs = params.block_size;
     let num_blocks = (prompt.len() + max_tokens).div_ceil(bs).max(1);
     let mut cache = KvCache::new(model.kv_cache_spec(num_blocks, bs, params.kv_dtype))?;
@@ -84,7 +80,7 @@ pub fn generate(
             &ForwardBatch::from_chunks(&[chunk], bs, LogitsRows::LastOfEachSequence),
             cache,
         )?;
-        Ok(sampler.sample(&logits.get(0)?.to_vec1::<f32>()?))
+        Ok(sampler.sample(&logits.get(0)?.to_vec1::<f32>()?).token)
     };
     let mut next = step(prompt, 0, &mut cache)?;
     let prefill_secs = started.elapsed().as_secs_f64();

@@ -1,10 +1,10 @@
-//! Tokenizers, chat templates and incremental detokenization.
+//! Tokenizers, chat templates, incremental detokenization and stop strings.
 //!
 //! Owns everything between text and token ids: loading a model's tokenizer files
 //! (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`, chat templates),
-//! encoding, decoding, rendering chat templates and streaming decoded text. Depends on the
-//! `tokenizers` crate, minijinja and `ids`; it must not depend on `model` or `engine` and never
-//! sees tensors.
+//! encoding, decoding, rendering chat templates and streaming decoded text, cut at stop
+//! strings. Depends on the `tokenizers` crate, minijinja and `ids`; it must not depend on
+//! `model` or `engine` and never sees tensors.
 //!
 //! Invariant: every output matches what Hugging Face transformers (fast tokenizer, Jinja2 chat
 //! templates) produces for the same files and input; where it cannot, it fails with a
@@ -16,6 +16,7 @@ mod detokenizer;
 mod error;
 mod jinja_compat;
 mod jinja_filters;
+mod stop;
 mod template_source;
 #[allow(clippy::module_inception)]
 mod tokenizer;
@@ -26,4 +27,5 @@ pub use config::{
 };
 pub use detokenizer::IncrementalDetokenizer;
 pub use error::TokenizerError;
+pub use stop::{StopOutput, StopStrings};
 pub use tokenizer::Tokenizer;
