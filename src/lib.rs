@@ -12,6 +12,7 @@
 //! cache. It never sees a request or a sequence. `tokenizer` never sees tensors. `engine` turns
 //! logits into tokens. Only `config` reads the environment.
 
+pub mod bench;
 pub mod builtin_model;
 pub mod bundle;
 pub mod config;

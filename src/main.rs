@@ -9,10 +9,13 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 
+use enclave::bench::{self, BenchReport, EngineBackend, HttpBackend, PromptShape, WorkloadConfig};
 use enclave::builtin_model::{write_model_dir, BuiltinShape, NOTICE};
 use enclave::bundle::{resolve_model, ModelBundle};
 use enclave::config::PathsConfig;
-use enclave::engine::{generate, GenerateParams, SamplingParams};
+use enclave::engine::{
+    generate, spawn_engine, EngineConfig, GenerateParams, KvCacheMemory, SamplingParams,
+};
 use enclave::model::source::ModelInfo;
 use enclave::model::{KvDtype, WeightDtype};
 use enclave::tokenizer::{ChatInput, IncrementalDetokenizer};
@@ -53,6 +56,102 @@ enum Command {
     Models,
     /// Write a random-weight test model (output is noise) in Hugging Face layout
     WriteTestModel(WriteTestModelArgs),
+    /// Offline throughput benchmark: a seeded workload through this process's engine (or an OpenAI-compatible server with --url); prints tokens/s, TTFT and ITL percentiles and RSS
+    Bench(BenchArgs),
+}
+
+/// How the engine batches and caches; shared by every command that runs one.
+#[derive(Args)]
+struct EngineArgs {
+    /// Most sequences running at once
+    #[arg(long, default_value_t = 64)]
+    max_num_seqs: usize,
+    /// Token budget of one step, shared by prefill chunks and decodes
+    #[arg(long, default_value_t = 512)]
+    max_num_batched_tokens: usize,
+    /// KV cache size: bytes (4GiB, 512MiB, 1000000) or a share of free memory (0.2)
+    #[arg(long, default_value = "0.2")]
+    kv_cache_memory: KvCacheMemory,
+    /// Element type of the KV cache: f32, bf16 or f16
+    #[arg(long = "kv-cache-dtype", default_value = "bf16", value_parser = parse_kv_dtype)]
+    kv_dtype: KvDtype,
+    /// Tokens per KV cache block
+    #[arg(long, default_value_t = 16)]
+    block_size: usize,
+    /// Turn off prefix caching (reusing the KV of prompts that start alike)
+    #[arg(long)]
+    no_prefix_caching: bool,
+    /// Requests that may wait for a slot before new ones are refused as overloaded
+    #[arg(long, default_value_t = 1024)]
+    max_queue_len: usize,
+}
+
+impl EngineArgs {
+    fn config(&self) -> EngineConfig {
+        EngineConfig {
+            max_num_seqs: self.max_num_seqs,
+            max_num_batched_tokens: self.max_num_batched_tokens,
+            block_size: self.block_size,
+            kv_cache_memory: self.kv_cache_memory,
+            kv_dtype: self.kv_dtype,
+            enable_prefix_caching: !self.no_prefix_caching,
+            max_queue_len: self.max_queue_len,
+        }
+    }
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Model to load (as for `generate`) [default: the built-in random test model]
+    #[arg(long)]
+    model: Option<String>,
+    /// Benchmark an OpenAI-compatible server at this base URL instead of loading a model
+    #[arg(long)]
+    url: Option<String>,
+    /// The model name sent to --url
+    #[arg(long, default_value = "default")]
+    served_model_name: String,
+    /// With --url: the server's process id, to report its resident memory
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Requests in the measured run
+    #[arg(long, default_value_t = 64)]
+    num_requests: usize,
+    /// Requests in flight at once; 0 submits them all at once
+    #[arg(long, default_value_t = 0)]
+    concurrency: usize,
+    /// Prompt length in tokens, MIN:MAX or N (random token ids)
+    #[arg(long, default_value = "100:1024", value_parser = parse_range)]
+    input_len: (usize, usize),
+    /// Send chat prompts of this many random words instead of random token ids
+    #[arg(long)]
+    prompt_words: Option<usize>,
+    /// With --prompt-words: a system message of this many words that every request shares
+    #[arg(long, default_value_t = 0)]
+    shared_prefix_words: usize,
+    /// Output length in tokens, MIN:MAX or N
+    #[arg(long, default_value = "16:256", value_parser = parse_range)]
+    output_len: (usize, usize),
+    /// Stop at end-of-sequence tokens instead of always generating the full output length
+    #[arg(long)]
+    respect_eos: bool,
+    /// Requests run once before measuring (not counted)
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn parse_range(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("`{s}` is not a length: give N or MIN:MAX");
+    let (a, b) = s.split_once(':').unwrap_or((s, s));
+    let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 #[derive(Args)]
@@ -78,6 +177,12 @@ struct GenerateArgs {
     /// Keep only the k most likely tokens [default: the model's, else all]
     #[arg(long)]
     top_k: Option<usize>,
+    /// Drop tokens less likely than this fraction of the most likely one (0 keeps all)
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Divide the positive logits of tokens already in the prompt or output by this (and multiply the negative ones); 1 is off [default: the model's, else 1]
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
     /// Seed for sampling: the same seed and prompt give the same text
     #[arg(long)]
     seed: Option<u64>,
@@ -108,8 +213,8 @@ fn parse_kv_dtype(s: &str) -> Result<KvDtype, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Activation buffers are reused layer after layer; see the allocator module.
-    enclave::model::cpu::allocator::keep_freed_buffers(256 << 20);
+    // Activation buffers reused layer after layer, one thread pool; see the tuning module.
+    enclave::model::cpu::tuning::apply();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ENCLAVE_LOG")
@@ -122,6 +227,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => run_generate(&paths, args),
         Command::Models => run_models(&paths),
         Command::WriteTestModel(args) => run_write_test_model(args),
+        Command::Bench(args) => run_bench(&paths, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,7 +279,14 @@ fn run_generate(paths: &PathsConfig, args: GenerateArgs) -> Result<()> {
             .or(g.top_p.filter(|_| sampled).map(|p| p as f32))
             .unwrap_or(1.0),
         top_k: args.top_k.or(g.top_k.filter(|_| sampled)),
+        min_p: args.min_p,
+        // Hugging Face applies the model's repetition penalty whether or not it samples.
+        repetition_penalty: args
+            .repetition_penalty
+            .or(g.repetition_penalty.map(|r| r as f32))
+            .unwrap_or(1.0),
         seed: args.seed,
+        ..SamplingParams::default()
     };
     let params = GenerateParams {
         max_tokens: args.max_tokens,
@@ -281,6 +394,86 @@ fn run_write_test_model(args: WriteTestModelArgs) -> Result<()> {
     };
     write_model_dir(&args.dir, &shape, args.seed)?;
     eprintln!("wrote {} ({NOTICE})", args.dir.display());
+    Ok(())
+}
+
+fn run_bench(paths: &PathsConfig, args: BenchArgs) -> Result<()> {
+    let workload = |vocab_size: usize, num_requests: usize, seed: u64| WorkloadConfig {
+        num_requests,
+        shape: match args.prompt_words {
+            Some(words) => PromptShape::ChatWords {
+                words,
+                shared_words: args.shared_prefix_words,
+            },
+            None => PromptShape::Tokens {
+                min: args.input_len.0,
+                max: args.input_len.1,
+                vocab_size: vocab_size as u32,
+            },
+        },
+        output_len: args.output_len,
+        seed,
+    };
+    let ignore_eos = !args.respect_eos;
+    if let Some(url) = &args.url {
+        if args.prompt_words.is_none() {
+            bail!("--url needs --prompt-words: another server's vocabulary is unknown here, so send it text");
+        }
+        let backend = HttpBackend {
+            base_url: url.clone(),
+            model: args.served_model_name.clone(),
+            ignore_eos,
+        };
+        return measure(&backend, &args, &workload(0, 0, 0), || {
+            bench::rss(args.server_pid)
+        });
+    }
+    let source = resolve_model(paths, args.model.as_deref())?;
+    let bundle = ModelBundle::load(&source, &Device::Cpu)?;
+    if bundle.is_builtin() {
+        eprintln!("note: {NOTICE}");
+    }
+    let vocab = bundle.model.config().vocab_size;
+    let handle = spawn_engine(
+        bundle.model,
+        args.engine.config(),
+        bundle.stop_token_ids.clone(),
+    )?;
+    let backend = EngineBackend {
+        handle: &handle,
+        tokenizer: &bundle.tokenizer,
+        ignore_eos,
+    };
+    measure(&backend, &args, &workload(vocab, 0, 0), || bench::rss(None))
+}
+
+/// Warms up, then runs the measured workload and prints its report with memory before and
+/// after. `template` carries the prompt shape; counts and seeds are set here.
+fn measure(
+    backend: &dyn bench::Backend,
+    args: &BenchArgs,
+    template: &WorkloadConfig,
+    memory: impl Fn() -> Option<bench::Rss>,
+) -> Result<()> {
+    if args.warmup > 0 {
+        let warm = bench::generate(&WorkloadConfig {
+            num_requests: args.warmup,
+            seed: args.seed.wrapping_add(1_000_003),
+            ..template.clone()
+        });
+        bench::run(backend, &warm, 0).context("warm-up run")?;
+    }
+    let requests = bench::generate(&WorkloadConfig {
+        num_requests: args.num_requests,
+        seed: args.seed,
+        ..template.clone()
+    });
+    let before = memory();
+    let out = bench::run(backend, &requests, args.concurrency)?;
+    let mut report = BenchReport::new(&out, args.concurrency);
+    report.rss_before = before;
+    report.rss_after = memory();
+    print!("{report}");
     Ok(())
 }
 

@@ -20,6 +20,16 @@ pub enum EngineError {
         max_tokens: usize,
         max_context: usize,
     },
+    #[error("the prompt has {prompt_len} tokens but the KV cache holds {capacity} in all; shorten the prompt or give the cache more memory (--kv-cache-memory)")]
+    PromptExceedsKvCache { prompt_len: usize, capacity: usize },
+    #[error("the engine is overloaded: {queue_len} requests are already waiting; retry later")]
+    Overloaded { queue_len: usize },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("the engine has stopped")]
+    EngineStopped,
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
     #[error("invalid sampling parameter: {0}")]
     Sampling(String),
     #[error("generation stopped by the receiver: {0}")]

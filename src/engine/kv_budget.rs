@@ -1,0 +1,131 @@
+//! Sizing the KV cache from a memory budget: a byte count, or a share of the memory that is
+//! free when the engine starts.
+//!
+//! Depends on nothing in the crate but the engine error; reads `/proc/meminfo` on Linux.
+
+use std::str::FromStr;
+
+use super::error::EngineError;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KvCacheMemory {
+    Bytes(u64),
+    /// A share, in (0, 1], of the memory available at start.
+    FractionOfFree(f64),
+}
+
+impl Default for KvCacheMemory {
+    fn default() -> Self {
+        Self::FractionOfFree(0.2)
+    }
+}
+
+impl FromStr for KvCacheMemory {
+    type Err = String;
+
+    /// `0.3` is a share of free memory; `4GiB`, `512MiB`, `2GB` or a plain integer are bytes.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let bad = || {
+            format!("'{s}' is not a KV cache size: give bytes (e.g. 4GiB, 512MiB, 1000000) or a share of free memory (e.g. 0.3)")
+        };
+        if t.contains('.') && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            let f: f64 = t.parse().map_err(|_| bad())?;
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(format!(
+                    "a KV cache share of free memory must be in (0, 1], got {f}"
+                ));
+            }
+            return Ok(Self::FractionOfFree(f));
+        }
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            _ => return Err(bad()),
+        };
+        let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+        if bytes == 0 {
+            return Err("the KV cache needs more than 0 bytes".into());
+        }
+        Ok(Self::Bytes(bytes))
+    }
+}
+
+/// Bytes of memory the system can still give out, if the platform says.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Blocks that fit the budget, capped at `max_useful` (more could never be used).
+pub fn num_blocks(
+    memory: KvCacheMemory,
+    bytes_per_block: usize,
+    available: Option<u64>,
+    max_useful: usize,
+) -> Result<usize, EngineError> {
+    let bytes = match memory {
+        KvCacheMemory::Bytes(b) => b,
+        KvCacheMemory::FractionOfFree(f) => {
+            let free = available.ok_or_else(|| {
+                EngineError::Config(
+                    "free memory is unknown on this system; give --kv-cache-memory in bytes".into(),
+                )
+            })?;
+            (free as f64 * f) as u64
+        }
+    };
+    let blocks = (bytes / bytes_per_block.max(1) as u64) as usize;
+    if blocks == 0 {
+        return Err(EngineError::Config(format!(
+            "a KV cache of {bytes} bytes holds no block of {bytes_per_block} bytes; give it more memory (--kv-cache-memory)"
+        )));
+    }
+    Ok(blocks.min(max_useful.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_as_bytes_or_a_share() {
+        assert_eq!("0.25".parse(), Ok(KvCacheMemory::FractionOfFree(0.25)));
+        assert_eq!("4GiB".parse(), Ok(KvCacheMemory::Bytes(4 << 30)));
+        assert_eq!("512MiB".parse(), Ok(KvCacheMemory::Bytes(512 << 20)));
+        assert_eq!("2GB".parse(), Ok(KvCacheMemory::Bytes(2_000_000_000)));
+        assert_eq!("1000".parse(), Ok(KvCacheMemory::Bytes(1000)));
+        for bad in ["1.5", "0", "abc", "12XB", "0.0", ""] {
+            assert!(
+                bad.parse::<KvCacheMemory>().is_err(),
+                "{bad} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn blocks_follow_the_budget_and_the_cap() {
+        assert_eq!(
+            num_blocks(KvCacheMemory::Bytes(10_000), 1000, None, 100).ok(),
+            Some(10)
+        );
+        assert_eq!(
+            num_blocks(KvCacheMemory::Bytes(10_000), 1000, None, 4).ok(),
+            Some(4)
+        );
+        let share = num_blocks(KvCacheMemory::FractionOfFree(0.5), 1000, Some(8000), 100);
+        assert_eq!(share.ok(), Some(4));
+        assert!(num_blocks(KvCacheMemory::FractionOfFree(0.5), 1000, None, 100).is_err());
+        assert!(num_blocks(KvCacheMemory::Bytes(999), 1000, None, 100).is_err());
+    }
+}
