@@ -123,7 +123,12 @@ pub fn spawn_engine(
         max_queue_len: config.max_queue_len,
         max_num_seqs: config.max_num_seqs,
     };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("engine-worker-{i}"))
+        .build()
+        .map_err(|e| EngineError::Config(format!("cannot start the engine's threads: {e}")))?;
     let core = EngineCore {
+        pool: Arc::new(pool),
         model,
         kv,
         scheduler,
@@ -166,6 +171,9 @@ struct SeqState {
 }
 
 struct EngineCore {
+    /// Every step runs inside this pool: the serial parts of a step then run on one of its
+    /// workers, instead of on a third thread that competes with idle workers still spinning.
+    pool: Arc<rayon::ThreadPool>,
     model: Box<dyn CausalLm>,
     kv: KvCache,
     scheduler: Scheduler,
@@ -194,7 +202,8 @@ impl EngineCore {
     fn run(mut self) {
         while self.take_commands() {
             if !self.scheduler.is_idle() {
-                self.step();
+                let pool = self.pool.clone();
+                pool.install(|| self.step());
             }
         }
         tracing::debug!("engine stopped: every handle is gone");

@@ -5,6 +5,7 @@
 //! CPU kernels in place. Depends on `weights` and `cpu`, never on a sequence or a request.
 
 use candle_core::{CpuStorage, Device, Storage, Tensor};
+use rayon::prelude::*;
 
 use super::cpu::linear::{linear, MatRef};
 use super::error::{ModelError, Result};
@@ -159,6 +160,26 @@ impl Linear {
             None => y,
         })
     }
+
+    /// As `forward` on plain rows (`xs` is `[rows, in]`), for callers that fuse what follows.
+    fn forward_rows(&self, xs: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; rows * self.out_features];
+        linear(
+            xs,
+            rows,
+            self.in_features,
+            self.weight.as_ref(),
+            self.out_features,
+            &mut out,
+        );
+        if let Some(b) = &self.bias {
+            with_f32(b, |bias| {
+                out.par_chunks_mut(self.out_features)
+                    .for_each(|row| row.iter_mut().zip(bias).for_each(|(o, b)| *o += b))
+            })?;
+        }
+        Ok(out)
+    }
 }
 
 /// A 1-D tensor of `len` elements, widened to f32.
@@ -262,9 +283,26 @@ impl Mlp {
         })
     }
 
+    /// `silu(gate) * up` is fused and split across threads: over `[rows, intermediate]` it is
+    /// the largest element-wise pass of a layer.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        let up = self.up_proj.forward(x)?;
-        self.down_proj.forward(&(gate * up)?)
+        let rows = x.dim(0)?;
+        let (mut gate, up) = with_f32(x, |xs| -> Result<_> {
+            Ok((
+                self.gate_proj.forward_rows(xs, rows)?,
+                self.up_proj.forward_rows(xs, rows)?,
+            ))
+        })??;
+        const CHUNK: usize = 16 * 1024;
+        gate.par_chunks_mut(CHUNK)
+            .zip(up.par_chunks(CHUNK))
+            .for_each(|(g, u)| {
+                for (g, u) in g.iter_mut().zip(u) {
+                    *g = *g / (1.0 + (-*g).exp()) * u;
+                }
+            });
+        let inter = self.gate_proj.out_features;
+        self.down_proj
+            .forward(&Tensor::from_vec(gate, (rows, inter), x.device())?)
     }
 }
