@@ -138,6 +138,9 @@ struct BenchArgs {
     /// Requests run once before measuring (not counted)
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Run the measured workload this many times, a report each, to watch memory settle
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[command(flatten)]
@@ -444,7 +447,19 @@ fn run_bench(paths: &PathsConfig, args: BenchArgs) -> Result<()> {
         tokenizer: &bundle.tokenizer,
         ignore_eos,
     };
-    measure(&backend, &args, &workload(vocab, 0, 0), || bench::rss(None))
+    measure(&backend, &args, &workload(vocab, 0, 0), || {
+        // Memory is read once the engine is idle (it releases free heap memory then).
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(5) {
+            let m = handle.metrics();
+            if m.num_running == 0 && m.num_waiting == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        bench::rss(None)
+    })
 }
 
 /// Warms up, then runs the measured workload and prints its report with memory before and
@@ -468,12 +483,17 @@ fn measure(
         seed: args.seed,
         ..template.clone()
     });
-    let before = memory();
-    let out = bench::run(backend, &requests, args.concurrency)?;
-    let mut report = BenchReport::new(&out, args.concurrency);
-    report.rss_before = before;
-    report.rss_after = memory();
-    print!("{report}");
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("# round {round} of {}", args.rounds);
+        }
+        let before = memory();
+        let out = bench::run(backend, &requests, args.concurrency)?;
+        let mut report = BenchReport::new(&out, args.concurrency);
+        report.rss_before = before;
+        report.rss_after = memory();
+        print!("{report}");
+    }
     Ok(())
 }
 

@@ -204,6 +204,9 @@ impl EngineCore {
             if !self.scheduler.is_idle() {
                 let pool = self.pool.clone();
                 pool.install(|| self.step());
+                if self.scheduler.is_idle() {
+                    crate::model::cpu::tuning::release_free_memory();
+                }
             }
         }
         tracing::debug!("engine stopped: every handle is gone");

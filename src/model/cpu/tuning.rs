@@ -30,8 +30,22 @@ pub fn keep_freed_buffers(max_reuse_bytes: usize) {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, bytes);
             libc::mallopt(libc::M_TRIM_THRESHOLD, bytes.saturating_mul(2));
+            // One heap for every thread: buffers freed on one thread are reused on another,
+            // and trimming at idle reaches all of them (per-thread heaps kept ratcheting up).
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = max_reuse_bytes;
+}
+
+/// Hands the heap's free memory back to the system. Called when an engine goes idle: the
+/// buffers kept for the next layer are only worth keeping while requests run, and resident
+/// memory should return to its idle level after a load.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused heap pages to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
