@@ -19,4 +19,5 @@ pub mod config;
 pub mod engine;
 pub mod ids;
 pub mod model;
+pub mod text_stream;
 pub mod tokenizer;

@@ -188,15 +188,30 @@ mod blocked {
         let kv_row = shape.num_kv_heads * hd;
         let mut keys = vec![0f32; span * hd];
         let mut values_t = vec![0f32; hd * span];
-        for i in 0..span {
+        // One cache block at a time: its rows stay in L1 while the values are turned around,
+        // so every write of the transpose fills a whole line.
+        let bs = shape.block_size;
+        let mut i = 0;
+        while i < span {
             let p = start + i;
-            let block = seq.block_table[p / shape.block_size] as usize;
-            let slot = (block * shape.block_size + p % shape.block_size) * kv_row + kv_off;
-            let (k, v) = (&k_cache[slot..slot + hd], &v_cache[slot..slot + hd]);
-            for d in 0..hd {
-                keys[i * hd + d] = k[d].to_f32();
-                values_t[d * span + i] = v[d].to_f32();
+            let run = (bs - p % bs).min(span - i);
+            let slot0 = seq.block_table[p / bs] as usize * bs + p % bs;
+            for j in 0..run {
+                let at = (slot0 + j) * kv_row + kv_off;
+                for (dst, src) in keys[(i + j) * hd..(i + j + 1) * hd]
+                    .iter_mut()
+                    .zip(&k_cache[at..at + hd])
+                {
+                    *dst = src.to_f32();
+                }
             }
+            for d in 0..hd {
+                let row = &mut values_t[d * span + i..d * span + i + run];
+                for (j, dst) in row.iter_mut().enumerate() {
+                    *dst = v_cache[(slot0 + j) * kv_row + kv_off + d].to_f32();
+                }
+            }
+            i += run;
         }
         let blocks: Vec<usize> = (0..rows).step_by(ROW_BLOCK).collect();
         let parts: Vec<Vec<f32>> = blocks
