@@ -143,22 +143,12 @@ impl Linear {
     /// `x`: `[rows, in]` → `[rows, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows = x.dim(0)?;
-        let mut out = vec![0f32; rows * self.out_features];
-        with_f32(x, |xs| {
-            linear(
-                xs,
-                rows,
-                self.in_features,
-                self.weight.as_ref(),
-                self.out_features,
-                &mut out,
-            )
-        })?;
-        let y = Tensor::from_vec(out, (rows, self.out_features), x.device())?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+        let out = with_f32(x, |xs| self.forward_rows(xs, rows))??;
+        Ok(Tensor::from_vec(
+            out,
+            (rows, self.out_features),
+            x.device(),
+        )?)
     }
 
     /// As `forward` on plain rows (`xs` is `[rows, in]`), for callers that fuse what follows.

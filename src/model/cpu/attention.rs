@@ -282,6 +282,40 @@ mod blocked {
 mod tests {
     use super::*;
 
+    fn vals(n: usize, m: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32 * 7919 + m) % 97) as f32 / 48.0) - 1.0)
+            .collect()
+    }
+
+    /// Key and value caches of `num_blocks` blocks holding `total` positions laid out
+    /// through `table`.
+    fn scattered_cache(
+        total: usize,
+        table: &[u32],
+        num_blocks: usize,
+        (bs, kv_heads, hd): (usize, usize, usize),
+    ) -> (Vec<f32>, Vec<f32>) {
+        let slots: Vec<u32> = (0..total)
+            .map(|p| table[p / bs] * bs as u32 + (p % bs) as u32)
+            .collect();
+        let mut kc = vec![0f32; num_blocks * bs * kv_heads * hd];
+        let mut vc = kc.clone();
+        write_slots(
+            &mut kc,
+            &vals(total * kv_heads * hd, 2),
+            &slots,
+            kv_heads * hd,
+        );
+        write_slots(
+            &mut vc,
+            &vals(total * kv_heads * hd, 3),
+            &slots,
+            kv_heads * hd,
+        );
+        (kc, vc)
+    }
+
     /// Dense causal attention of one sequence, for comparison.
     fn dense(
         q: &[f32],
@@ -323,11 +357,6 @@ mod tests {
     #[test]
     fn scattered_blocks_give_dense_causal_attention() {
         let (heads, kv_heads, hd, bs, len) = (4, 2, 8, 4, 11);
-        let vals = |n: usize, m: u32| {
-            (0..n)
-                .map(|i| (((i as u32 * 7919 + m) % 97) as f32 / 48.0) - 1.0)
-                .collect::<Vec<_>>()
-        };
         let q = vals(len * heads * hd, 1);
         let k = vals(len * kv_heads * hd, 2);
         let v = vals(len * kv_heads * hd, 3);
@@ -369,30 +398,9 @@ mod tests {
     #[test]
     fn blocked_and_rowwise_paths_agree() {
         let (heads, kv_heads, hd, bs) = (4, 2, 16, 8);
-        let vals = |n: usize, m: u32| {
-            (0..n)
-                .map(|i| (((i as u32 * 7919 + m) % 97) as f32 / 48.0) - 1.0)
-                .collect::<Vec<_>>()
-        };
         let total = 40;
         let table: Vec<u32> = (0..5).map(|b| (b * 3) % 5).collect();
-        let slots: Vec<u32> = (0..total)
-            .map(|p| table[p / bs] * bs as u32 + (p % bs) as u32)
-            .collect();
-        let mut kc = vec![0f32; 5 * bs * kv_heads * hd];
-        let mut vc = kc.clone();
-        write_slots(
-            &mut kc,
-            &vals(total * kv_heads * hd, 2),
-            &slots,
-            kv_heads * hd,
-        );
-        write_slots(
-            &mut vc,
-            &vals(total * kv_heads * hd, 3),
-            &slots,
-            kv_heads * hd,
-        );
+        let (kc, vc) = scattered_cache(total, &table, 5, (bs, kv_heads, hd));
         for window in [None, Some(9)] {
             let shape = AttentionShape {
                 num_heads: heads,
@@ -434,30 +442,9 @@ mod tests {
     #[test]
     fn a_row_gives_the_same_bits_however_its_sequence_is_chunked() {
         let (heads, kv_heads, hd, bs) = (6, 2, 16, 4);
-        let vals = |n: usize, m: u32| {
-            (0..n)
-                .map(|i| (((i as u32 * 7919 + m) % 97) as f32 / 48.0) - 1.0)
-                .collect::<Vec<_>>()
-        };
         let total = 45;
         let table: Vec<u32> = (0..12).map(|b| (b * 5) % 12).collect();
-        let slots: Vec<u32> = (0..total)
-            .map(|p| table[p / bs] * bs as u32 + (p % bs) as u32)
-            .collect();
-        let mut kc = vec![0f32; 12 * bs * kv_heads * hd];
-        let mut vc = kc.clone();
-        write_slots(
-            &mut kc,
-            &vals(total * kv_heads * hd, 2),
-            &slots,
-            kv_heads * hd,
-        );
-        write_slots(
-            &mut vc,
-            &vals(total * kv_heads * hd, 3),
-            &slots,
-            kv_heads * hd,
-        );
+        let (kc, vc) = scattered_cache(total, &table, 12, (bs, kv_heads, hd));
         let q = vals(total * heads * hd, 1);
         let row = heads * hd;
         for window in [None, Some(7)] {
