@@ -124,7 +124,12 @@ mod blocked {
     use rayon::prelude::*;
 
     use super::{AttentionShape, Element, SeqAttention};
+    use crate::model::cpu::attention_rows::{attend_row, softmax_visible, HeadView};
     use crate::model::cpu::gemm::{gemm_f32_serial, KC};
+
+    /// Query rows up to which a sequence reads the cache in place rather than gathering its
+    /// whole context (the same bits either way; see `attention_rows`).
+    const IN_PLACE_MAX_ROWS: usize = 4;
 
     /// Query rows per task: bounds the score matrix while keeping the products large.
     const ROW_BLOCK: usize = 64;
@@ -186,6 +191,25 @@ mod blocked {
         let span = ctx - start;
         let kv_off = kv_head * hd;
         let kv_row = shape.num_kv_heads * hd;
+        if rows <= IN_PLACE_MAX_ROWS && hd <= KC {
+            let view = HeadView {
+                k_cache,
+                v_cache,
+                block_table: seq.block_table,
+                block_size: shape.block_size,
+                kv_row,
+                kv_off,
+                head_dim: hd,
+            };
+            let mut out = vec![0f32; rows * group * hd];
+            for (r, o) in out.chunks_exact_mut(group * hd).enumerate() {
+                let pos = first_pos + r;
+                let qi = ((seq.query_start + r) * heads + kv_head * group) * hd;
+                let bounds = (start, lowest(pos), pos);
+                attend_row(&view, &q[qi..qi + group * hd], bounds, shape.scale, o);
+            }
+            return out;
+        }
         let mut keys = vec![0f32; span * hd];
         let mut values_t = vec![0f32; hd * span];
         // One cache block at a time: its rows stay in L1 while the values are turned around,
@@ -239,22 +263,6 @@ mod blocked {
             })
             .collect();
         parts.concat()
-    }
-
-    /// Turns raw scores into probabilities over `lo..=hi`, zeroing the rest.
-    fn softmax_visible(row: &mut [f32], lo: usize, hi: usize, scale: f32) {
-        let visible = &mut row[lo..=hi];
-        let max = visible
-            .iter()
-            .fold(f32::NEG_INFINITY, |m, s| m.max(*s * scale));
-        let mut sum = 0f32;
-        for s in visible.iter_mut() {
-            *s = (*s * scale - max).exp();
-            sum += *s;
-        }
-        visible.iter_mut().for_each(|s| *s /= sum);
-        row[..lo].fill(0.0);
-        row[hi + 1..].fill(0.0);
     }
 
     /// `c = a · bᵀ` where `b`'s rows hold `k` used values out of a longer row of `ldb`.
@@ -485,6 +493,58 @@ mod tests {
                 assert!(
                     part[row..] == whole[lo * row..hi * row],
                     "window {window:?}: rows {lo}..{hi} differ from the one-chunk result"
+                );
+            }
+        }
+    }
+
+    /// Decode rows read the cache in place; over a context longer than one `KC` chunk, and
+    /// with a window whose gather starts past 0, they still equal the gathered result.
+    #[test]
+    fn in_place_decode_rows_equal_the_gathered_path_across_chunks() {
+        let (heads, kv_heads, hd, bs) = (2, 1, 16, 16);
+        let total: usize = 1100;
+        let num_blocks = total.div_ceil(bs);
+        let table: Vec<u32> = (0..num_blocks as u32).rev().collect();
+        let (kc, vc) = scattered_cache(total, &table, num_blocks, (bs, kv_heads, hd));
+        let q = vals(total * heads * hd, 1);
+        let row = heads * hd;
+        for window in [None, Some(70)] {
+            let shape = AttentionShape {
+                num_heads: heads,
+                num_kv_heads: kv_heads,
+                head_dim: hd,
+                block_size: bs,
+                scale: 0.25,
+                sliding_window: window,
+            };
+            let whole_seq = SeqAttention {
+                query_start: 0,
+                query_len: total,
+                context_len: total,
+                block_table: &table,
+            };
+            let mut whole = vec![0f32; q.len()];
+            paged_attention(&q, &kc, &vc, &[whole_seq], shape, &mut whole);
+            for pos in [5, 1023, 1030, 1099] {
+                let one = SeqAttention {
+                    query_start: 0,
+                    query_len: 1,
+                    context_len: pos + 1,
+                    block_table: &table,
+                };
+                let mut out = vec![0f32; row];
+                paged_attention(
+                    &q[pos * row..(pos + 1) * row],
+                    &kc,
+                    &vc,
+                    &[one],
+                    shape,
+                    &mut out,
+                );
+                assert!(
+                    out == whole[pos * row..(pos + 1) * row],
+                    "window {window:?}: decode row at {pos} differs from the gathered result"
                 );
             }
         }

@@ -7,6 +7,8 @@
 
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
+mod attention_rows;
+#[cfg(target_arch = "x86_64")]
 pub mod gemm;
 pub mod linear;
 pub mod simd;
