@@ -20,7 +20,7 @@ const STREAM_MAX_ROWS: usize = 16;
 const NB: usize = 256;
 
 pub fn available_f32() -> bool {
-    super::simd::has_avx512()
+    available_wide()
 }
 
 pub fn available_bf16() -> bool {
@@ -252,49 +252,6 @@ impl<P> Tile<P> {
     }
 }
 
-/// The tail of `k` goes through masked loads; the main loop does not, since masked loads in
-/// the hot loop cost about a fifth of the throughput here.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_f32<const R: usize, const C: usize>(t: Tile<f32>) {
-    let Tile {
-        a,
-        lda,
-        b,
-        ldb,
-        kc,
-        c,
-        ldc,
-        first,
-        ..
-    } = t;
-    let mut acc = [[_mm512_setzero_ps(); C]; R];
-    let mut kk = 0;
-    while kk + 16 <= kc {
-        tile_step!(
-            acc,
-            _mm512_setzero_ps(),
-            r,
-            _mm512_loadu_ps(a.add(r * lda + kk)),
-            _mm512_loadu_ps(b.add(r * ldb + kk)),
-            fma_f32
-        );
-        kk += 16;
-    }
-    if kk < kc {
-        let m: __mmask16 = (1u16 << (kc - kk)) - 1;
-        tile_step!(
-            acc,
-            _mm512_setzero_ps(),
-            r,
-            _mm512_maskz_loadu_ps(m, a.add(r * lda + kk)),
-            _mm512_maskz_loadu_ps(m, b.add(r * ldb + kk)),
-            fma_f32
-        );
-    }
-    store_tile(&acc, c, ldc, first);
-}
-
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn tile_bf16<const R: usize, const C: usize>(t: Tile<u16>) {
@@ -356,6 +313,18 @@ pub trait WideWeight: Copy + Sync {
     unsafe fn load_tail(p: *const Self, count: usize) -> __m512;
 }
 
+/// f32 weights need no widening: the same tile then serves f32 models.
+impl WideWeight for f32 {
+    #[inline]
+    unsafe fn load16(p: *const Self) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+    #[inline]
+    unsafe fn load_tail(p: *const Self, count: usize) -> __m512 {
+        _mm512_maskz_loadu_ps(((1u32 << count) - 1) as __mmask16, p)
+    }
+}
+
 impl WideWeight for half::f16 {
     #[inline]
     unsafe fn load16(p: *const Self) -> __m512 {
@@ -397,8 +366,10 @@ unsafe fn widen_bf16(v: __m256i) -> __m512 {
     _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(v)))
 }
 
-/// f32 activations against 16-bit weights widened on load: f16 weights, and bf16 weights on
-/// CPUs without the bf16 dot-product instruction.
+/// f32 activations against weights widened to f32 on load: f32 weights, f16 weights, and bf16
+/// weights on CPUs without the bf16 dot-product instruction. The tail of `k` goes through
+/// masked loads; the main loop does not, since masked loads in the hot loop cost about a fifth
+/// of the throughput here.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn tile_wide<W: WideWeight, const R: usize, const C: usize>(
@@ -463,36 +434,12 @@ macro_rules! dispatch {
 
 /// `c = a · bᵀ`; requires `available_f32()`.
 pub fn gemm_f32(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, c: &mut [f32]) {
-    gemm_f32_with(a, m, k, b, n, c, true)
+    gemm_wide_with(a, (m, k), b, n, c, true)
 }
 
 /// As `gemm_f32`, on the calling thread only (for callers that parallelise around it).
 pub fn gemm_f32_serial(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, c: &mut [f32]) {
-    gemm_f32_with(a, m, k, b, n, c, false)
-}
-
-fn gemm_f32_with(
-    a: &[f32],
-    m: usize,
-    k: usize,
-    b: &[f32],
-    n: usize,
-    c: &mut [f32],
-    parallel: bool,
-) {
-    assert!(available_f32() && a.len() >= m * k && b.len() >= n * k);
-    run_blocks(m, n, k, c, parallel, |pos, out| {
-        // SAFETY: AVX-512F is present (asserted); run_blocks only yields positions inside
-        // [m, k] × [n, k], so the tile reads and writes inside the slices (masked at the tail).
-        unsafe {
-            dispatch!(
-                tile_f32,
-                pos.mr,
-                pos.nr,
-                Tile::at(a.as_ptr(), b.as_ptr(), out, (k, n), pos)
-            )
-        }
-    });
+    gemm_wide_with(a, (m, k), b, n, c, false)
 }
 
 /// `c = bf16(a) · bᵀ`: activations are rounded to bf16 once, products accumulate in f32.
@@ -529,10 +476,22 @@ pub fn available_wide() -> bool {
 
 /// `c = a · widen(b)ᵀ` for 16-bit weights; requires `available_wide()`.
 pub fn gemm_wide<W: WideWeight>(a: &[f32], m: usize, k: usize, b: &[W], n: usize, c: &mut [f32]) {
+    gemm_wide_with(a, (m, k), b, n, c, true)
+}
+
+fn gemm_wide_with<W: WideWeight>(
+    a: &[f32],
+    (m, k): (usize, usize),
+    b: &[W],
+    n: usize,
+    c: &mut [f32],
+    parallel: bool,
+) {
     assert!(available_wide() && a.len() >= m * k && b.len() >= n * k);
-    run_blocks(m, n, k, c, true, |pos, out| {
-        // SAFETY: the features are present (asserted); as in gemm_f32, every position lies
-        // inside [m, k] × [n, k], so the weight pointer at (j0, k0) stays inside `b`.
+    run_blocks(m, n, k, c, parallel, |pos, out| {
+        // SAFETY: the features are present (asserted); run_blocks only yields positions inside
+        // [m, k] × [n, k], so the tile reads and writes inside the slices (masked at the tail),
+        // and the weight pointer at (j0, k0) stays inside `b`.
         unsafe {
             let t = Tile::at(a.as_ptr(), a.as_ptr(), out, (k, n), pos);
             let bp = b.as_ptr().add(pos.j0 * k + pos.k0);
