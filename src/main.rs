@@ -401,8 +401,9 @@ fn run_write_test_model(args: WriteTestModelArgs) -> Result<()> {
 }
 
 fn run_bench(paths: &PathsConfig, args: BenchArgs) -> Result<()> {
-    let workload = |vocab_size: usize, num_requests: usize, seed: u64| WorkloadConfig {
-        num_requests,
+    // The prompt shape; `measure` sets the request counts and seeds.
+    let workload = |vocab_size: usize| WorkloadConfig {
+        num_requests: 0,
         shape: match args.prompt_words {
             Some(words) => PromptShape::ChatWords {
                 words,
@@ -415,7 +416,7 @@ fn run_bench(paths: &PathsConfig, args: BenchArgs) -> Result<()> {
             },
         },
         output_len: args.output_len,
-        seed,
+        seed: 0,
     };
     let ignore_eos = !args.respect_eos;
     if let Some(url) = &args.url {
@@ -427,7 +428,7 @@ fn run_bench(paths: &PathsConfig, args: BenchArgs) -> Result<()> {
             model: args.served_model_name.clone(),
             ignore_eos,
         };
-        return measure(&backend, &args, &workload(0, 0, 0), || {
+        return measure(&backend, &args, &workload(0), || {
             bench::rss(args.server_pid)
         });
     }
@@ -447,7 +448,7 @@ fn run_bench(paths: &PathsConfig, args: BenchArgs) -> Result<()> {
         tokenizer: &bundle.tokenizer,
         ignore_eos,
     };
-    measure(&backend, &args, &workload(vocab, 0, 0), || {
+    measure(&backend, &args, &workload(vocab), || {
         // Memory is read once the engine is idle (it releases free heap memory then).
         let start = std::time::Instant::now();
         while start.elapsed() < std::time::Duration::from_secs(5) {

@@ -559,19 +559,25 @@ impl EngineCore {
         self.scheduler.block_manager_mut().reset_prefix_cache();
     }
 
-    fn publish_gauges(&self) {
+    /// The scheduler's and block manager's current state, with no step counted.
+    fn state_report(&self) -> StepReport {
         let stats = self.scheduler.block_manager().stats();
-        self.metrics.record_gauges(&StepReport {
+        StepReport {
             num_waiting: self.scheduler.num_waiting(),
             num_running: self.scheduler.num_running(),
             kv_blocks_total: stats.num_blocks,
             kv_blocks_used: stats.num_used_blocks,
+            prefix_queried_tokens: stats.prefix_queried_tokens,
+            prefix_hit_tokens: stats.prefix_hit_tokens,
             ..Default::default()
-        });
+        }
+    }
+
+    fn publish_gauges(&self) {
+        self.metrics.record_gauges(&self.state_report());
     }
 
     fn report(&self, out: &ScheduleOutput, generated: usize) {
-        let stats = self.scheduler.block_manager().stats();
         let decode_rows = out
             .seqs
             .iter()
@@ -584,15 +590,10 @@ impl EngineCore {
             })
             .count();
         self.metrics.record_step(&StepReport {
-            num_waiting: self.scheduler.num_waiting(),
-            num_running: self.scheduler.num_running(),
-            kv_blocks_total: stats.num_blocks,
-            kv_blocks_used: stats.num_used_blocks,
-            prefix_queried_tokens: stats.prefix_queried_tokens,
-            prefix_hit_tokens: stats.prefix_hit_tokens,
             prompt_tokens: out.num_batched_tokens.saturating_sub(decode_rows),
             generation_tokens: generated,
             num_preempted: out.preempted.len(),
+            ..self.state_report()
         });
     }
 }

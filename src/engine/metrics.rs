@@ -152,11 +152,7 @@ impl EngineMetrics {
     }
 
     pub fn record_step(&self, r: &StepReport) {
-        let set = |a: &AtomicU64, v: usize| a.store(v as u64, Ordering::Relaxed);
-        set(&self.num_waiting, r.num_waiting);
-        set(&self.num_running, r.num_running);
-        set(&self.kv_blocks_total, r.kv_blocks_total);
-        set(&self.kv_blocks_used, r.kv_blocks_used);
+        self.record_gauges(r);
         self.prefix_queried_tokens
             .store(r.prefix_queried_tokens, Ordering::Relaxed);
         self.prefix_hit_tokens
