@@ -414,6 +414,7 @@ fn stop_tokens_end_a_sample_unless_eos_is_ignored() -> Result<()> {
     let ignored = collect(
         with_eos.handle.generate(GenerateRequest {
             ignore_eos: true,
+            grammar: None,
             ..request.clone()
         })?,
         1,
@@ -423,6 +424,7 @@ fn stop_tokens_end_a_sample_unless_eos_is_ignored() -> Result<()> {
         free.handle.generate(GenerateRequest {
             stop_token_ids: vec![eos],
             ignore_eos: true,
+            grammar: None,
             ..request
         })?,
         1,

@@ -99,6 +99,7 @@ impl Backend for EngineBackend<'_> {
         let mut stream = self.handle.generate(GenerateRequest {
             max_tokens: Some(request.max_tokens),
             ignore_eos: self.ignore_eos,
+            grammar: None,
             ..GenerateRequest::new(prompt, SamplingParams::greedy())
         })?;
         while let Some(event) = stream.blocking_next() {

@@ -247,7 +247,7 @@ impl EngineCore {
     fn submit(&mut self, s: Submission) {
         let r = s.request;
         let sampler = match Sampler::new(r.sampling.clone(), &r.prompt, 0, self.vocab_size) {
-            Ok(x) => x,
+            Ok(x) => x.with_grammar(s.grammar),
             Err(e) => {
                 self.queued.fetch_sub(1, Ordering::SeqCst);
                 let _ = s.events.send(EngineEvent::Failed(e.to_string()));

@@ -30,6 +30,9 @@ pub enum EngineError {
     EngineStopped,
     #[error("invalid engine configuration: {0}")]
     Config(String),
+    /// The requested JSON schema or grammar cannot be compiled.
+    #[error("{0}")]
+    Grammar(String),
     #[error("invalid sampling parameter: {0}")]
     Sampling(String),
     #[error("generation stopped by the receiver: {0}")]

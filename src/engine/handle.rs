@@ -6,11 +6,12 @@
 //! its next step. Depends on the engine's plain types only; never on the core loop's state.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 
 use tokio::sync::mpsc as events;
 
 use super::error::EngineError;
+use super::grammar::{GrammarMatcher, GrammarSpec, GrammarVocab};
 use super::metrics::{EngineMetrics, MetricsSnapshot};
 use super::sampler::SamplingParams;
 use super::sequence::FinishReason;
@@ -35,6 +36,8 @@ pub struct GenerateRequest {
     pub stop_token_ids: Vec<TokenId>,
     /// Keep generating through the model's end-of-sequence tokens.
     pub ignore_eos: bool,
+    /// Constrain every sample's output to this grammar (JSON, a schema).
+    pub grammar: Option<GrammarSpec>,
 }
 
 impl GenerateRequest {
@@ -46,6 +49,7 @@ impl GenerateRequest {
             sampling,
             stop_token_ids: Vec::new(),
             ignore_eos: false,
+            grammar: None,
         }
     }
 }
@@ -82,6 +86,8 @@ pub(crate) struct Submission {
     /// `max_tokens` resolved against the context.
     pub max_tokens: usize,
     pub events: events::UnboundedSender<EngineEvent>,
+    /// The request's grammar, compiled by the caller's thread rather than the engine's.
+    pub grammar: Option<GrammarMatcher>,
 }
 
 pub(crate) enum Cancel {
@@ -108,6 +114,7 @@ struct Shared {
     next_id: AtomicU64,
     limits: EngineLimits,
     metrics: Arc<EngineMetrics>,
+    grammar_vocab: OnceLock<Arc<GrammarVocab>>,
 }
 
 /// Cheap to clone; every clone talks to the same engine thread.
@@ -132,12 +139,19 @@ impl EngineHandle {
                 next_id: AtomicU64::new(1),
                 limits,
                 metrics,
+                grammar_vocab: OnceLock::new(),
             }),
         }
     }
 
     pub fn limits(&self) -> &EngineLimits {
         &self.shared.limits
+    }
+
+    /// Enables constrained decoding (`GenerateRequest::grammar`) with the model's token bytes.
+    /// Only the first call has effect.
+    pub fn set_grammar_vocab(&self, vocab: Arc<GrammarVocab>) {
+        let _ = self.shared.grammar_vocab.set(vocab);
     }
 
     pub fn metrics(&self) -> MetricsSnapshot {
@@ -148,6 +162,7 @@ impl EngineHandle {
     /// numbers at fault, a full queue with `Overloaded`.
     pub fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError> {
         let max_tokens = self.check(&request)?;
+        let grammar = self.compile_grammar(&request)?;
         let s = &self.shared;
         let queue_len = s.queued.fetch_add(1, Ordering::SeqCst);
         if queue_len >= s.limits.max_queue_len {
@@ -162,6 +177,7 @@ impl EngineHandle {
             request,
             max_tokens,
             events: tx,
+            grammar,
         });
         if let Err(e) = sent {
             s.queued.fetch_sub(1, Ordering::SeqCst);
@@ -176,6 +192,23 @@ impl EngineHandle {
             cancel: s.cancel.clone(),
             open: vec![true; n],
         })
+    }
+
+    fn compile_grammar(&self, r: &GenerateRequest) -> Result<Option<GrammarMatcher>, EngineError> {
+        let Some(spec) = &r.grammar else {
+            return Ok(None);
+        };
+        if r.ignore_eos {
+            return Err(EngineError::InvalidRequest(
+                "ignore_eos cannot be combined with a JSON constraint: a complete document ends with the end-of-sequence token".into(),
+            ));
+        }
+        let vocab = self.shared.grammar_vocab.get().ok_or_else(|| {
+            EngineError::InvalidRequest("constrained decoding is not set up for this model".into())
+        })?;
+        GrammarMatcher::new(vocab, spec)
+            .map(Some)
+            .map_err(|e| EngineError::Grammar(e.to_string()))
     }
 
     /// The resolved `max_tokens`, or why the request cannot run.

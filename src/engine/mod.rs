@@ -10,6 +10,7 @@ pub mod block_manager;
 pub mod core;
 pub mod error;
 pub mod generate;
+pub mod grammar;
 pub mod handle;
 pub mod kv_budget;
 pub mod metrics;

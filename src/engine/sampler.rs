@@ -2,7 +2,8 @@
 //!
 //! Owns `SamplingParams` (with their validation) and `Sampler`, the per-sequence state: the
 //! penalty counts and a seedable generator. One step is: logit bias, then penalties (on a copy
-//! of the row), then greedy argmax, or temperature, top-k, top-p, min-p and a draw.
+//! of the row), then the grammar mask of constrained decoding, then greedy argmax, or
+//! temperature, top-k, top-p, min-p and a draw.
 //! Plain CPU code over a logits slice; depends on nothing but `ids` and the engine's error.
 //!
 //! Invariant: the same seed, prompt, parameters and logits give the same tokens. Nothing
@@ -20,6 +21,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 
 use super::error::EngineError;
+use super::grammar::GrammarMatcher;
 use crate::ids::TokenId;
 use distribution::{log_sum_exp, top_n, Scaled, Truncation};
 
@@ -180,6 +182,63 @@ pub struct Sampler {
     params: SamplingParams,
     penalties: Penalties,
     rng: SmallRng,
+    grammar: Option<Constraint>,
+}
+
+/// A sample's grammar: live, or failed (llguidance gave up), when only EOS may follow so the
+/// sample ends rather than going on unconstrained.
+enum Constraint {
+    Active(Box<GrammarMatcher>),
+    Failed { eos: Vec<u32> },
+}
+
+impl std::fmt::Debug for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Active(_) => f.write_str("Active"),
+            Self::Failed { .. } => f.write_str("Failed"),
+        }
+    }
+}
+
+impl Constraint {
+    fn fork(&self) -> Self {
+        match self {
+            Self::Active(m) => match m.fork() {
+                Ok(f) => Self::Active(Box::new(f)),
+                Err(_) => Self::Failed { eos: m.eos_ids() },
+            },
+            Self::Failed { eos } => Self::Failed { eos: eos.clone() },
+        }
+    }
+
+    fn mask(&mut self, row: &mut [f32]) {
+        if let Self::Active(m) = self {
+            match m.mask_logits(row) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "constrained decoding failed; ending the sample");
+                    *self = Self::Failed { eos: m.eos_ids() };
+                }
+            }
+        }
+        if let Self::Failed { eos } = self {
+            for (i, x) in row.iter_mut().enumerate() {
+                if !eos.contains(&(i as u32)) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+
+    fn consume(&mut self, token: TokenId) {
+        if let Self::Active(m) = self {
+            if let Err(e) = m.consume(token.0) {
+                tracing::warn!(error = %e, "constrained decoding failed; ending the sample");
+                *self = Self::Failed { eos: m.eos_ids() };
+            }
+        }
+    }
 }
 
 impl Sampler {
@@ -197,7 +256,14 @@ impl Sampler {
             penalties: Penalties::new(&params, prompt),
             rng: stream_rng(params.seed, stream_index),
             params,
+            grammar: None,
         })
+    }
+
+    /// Constrains every token this sampler (and its forks) draws to the matcher's grammar.
+    pub fn with_grammar(mut self, matcher: Option<GrammarMatcher>) -> Self {
+        self.grammar = matcher.map(|m| Constraint::Active(Box::new(m)));
+        self
     }
 
     /// Another sample of the same request: the same penalty state so far (prompt and output
@@ -208,6 +274,7 @@ impl Sampler {
             params: self.params.clone(),
             penalties: self.penalties.clone(),
             rng: stream_rng(self.params.seed, stream_index),
+            grammar: self.grammar.as_ref().map(Constraint::fork),
         }
     }
 
@@ -220,8 +287,14 @@ impl Sampler {
     /// NaN logits count as impossible tokens; a row with no finite logit gives token 0 and
     /// logprobs of negative infinity.
     pub fn sample(&mut self, logits: &[f32]) -> SampledToken {
-        let row = self.adjusted_row(logits);
+        let mut row = self.adjusted_row(logits);
+        if let Some(g) = &mut self.grammar {
+            g.mask(&mut row);
+        }
         let (token, log_norm) = self.choose(&row);
+        if let Some(g) = &mut self.grammar {
+            g.consume(token);
+        }
         let (logprob, top_logprobs) = match self.params.logprobs {
             None => (None, Vec::new()),
             Some(n) => logprobs(&row, token, n, log_norm.or_else(|| log_sum_exp(&row))),

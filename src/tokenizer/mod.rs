@@ -18,8 +18,10 @@ mod jinja_compat;
 mod jinja_filters;
 mod stop;
 mod template_source;
+pub mod token_bytes;
 #[allow(clippy::module_inception)]
 mod tokenizer;
+pub mod tool_calls;
 
 pub use chat_template::{ChatInput, ChatTemplate};
 pub use config::{

@@ -193,6 +193,12 @@ impl Tokenizer {
     }
 
     /// The highest id the tokenizer can produce, plus one (added tokens included).
+    /// The bytes each token id stands for, and which ids are special (for constrained
+    /// decoding, which must know what text every token would add).
+    pub fn token_bytes(&self) -> (Vec<Vec<u8>>, Vec<bool>) {
+        super::token_bytes::token_bytes(&self.inner)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
     }
