@@ -26,13 +26,40 @@ Add a real model by copying its Hugging Face folder into models/ (see models/REA
 
 const SPECIAL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 
-const CHAT_TEMPLATE: &str = "{%- for message in messages %}\
-{{- '<|im_start|>' + message['role'] + '\\n' }}\
-{%- if message['content'] is string %}{{- message['content'] }}\
-{%- else %}{%- for part in message['content'] %}{{- part['text'] }}{%- endfor %}{%- endif %}\
-{{- '<|im_end|>\\n' }}\
-{%- endfor %}\
-{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
+/// ChatML with Hermes-style tools: the signatures in the system turn, calls as
+/// `<tool_call>` JSON, results as `<tool_response>` in a user turn.
+const CHAT_TEMPLATE: &str = r#"{%- if tools %}<|im_start|>system
+{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}
+
+{% endif %}# Tools
+
+You may call functions. Their signatures:
+<tools>
+{% for tool in tools %}{{ tool | tojson }}
+{% endfor %}</tools>
+
+Write each call as a JSON object inside tags:
+<tool_call>
+{"name": <function name>, "arguments": <arguments object>}
+</tool_call><|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message['role'] == 'system' and loop.first and tools %}
+{%- elif message['role'] == 'tool' %}<|im_start|>user
+<tool_response>
+{{ message['content'] }}
+</tool_response><|im_end|>
+{% elif message['role'] == 'assistant' and message['tool_calls'] %}<|im_start|>assistant
+{{ message['content'] or '' }}
+{%- for call in message['tool_calls'] %}<tool_call>
+{{ {'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson }}
+</tool_call>{% endfor %}<|im_end|>
+{% else %}<|im_start|>{{ message['role'] }}
+{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}{{ part['text'] }}{% endfor %}{% endif %}<|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"#;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuiltinModelError {

@@ -12,6 +12,7 @@
 //! cache. It never sees a request or a sequence. `tokenizer` never sees tensors. `engine` turns
 //! logits into tokens. Only `config` reads the environment.
 
+pub mod api;
 pub mod bench;
 pub mod builtin_model;
 pub mod bundle;
@@ -19,5 +20,6 @@ pub mod config;
 pub mod engine;
 pub mod ids;
 pub mod model;
+pub mod server;
 pub mod text_stream;
 pub mod tokenizer;

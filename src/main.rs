@@ -12,10 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use enclave::bench::{self, BenchReport, EngineBackend, HttpBackend, PromptShape, WorkloadConfig};
 use enclave::builtin_model::{write_model_dir, BuiltinShape, NOTICE};
 use enclave::bundle::{resolve_model, ModelBundle};
+use enclave::config::serve::{EngineOptions, LogFormat, ModelEntry, ServeOptions};
 use enclave::config::PathsConfig;
-use enclave::engine::{
-    generate, spawn_engine, EngineConfig, GenerateParams, KvCacheMemory, SamplingParams,
-};
+use enclave::engine::{generate, spawn_engine, GenerateParams, SamplingParams};
 use enclave::model::source::ModelInfo;
 use enclave::model::{KvDtype, WeightDtype};
 use enclave::tokenizer::{ChatInput, IncrementalDetokenizer};
@@ -50,6 +49,10 @@ struct PathArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the OpenAI-compatible API (chat, completions, models, tokenize, metrics)
+    Serve(ServeArgs),
+    /// Read an API key on stdin and print the hash that --api-key-hash takes
+    HashApiKey,
     /// Generate text from a prompt and stream it to stdout (tokens/s on stderr)
     Generate(GenerateArgs),
     /// List every model found: in the models folder, plus the built-in test model
@@ -61,41 +64,107 @@ enum Command {
 }
 
 /// How the engine batches and caches; shared by every command that runs one.
-#[derive(Args)]
+#[derive(Args, Default)]
 struct EngineArgs {
-    /// Most sequences running at once
-    #[arg(long, default_value_t = 64)]
-    max_num_seqs: usize,
-    /// Token budget of one step, shared by prefill chunks and decodes
-    #[arg(long, default_value_t = 512)]
-    max_num_batched_tokens: usize,
-    /// KV cache size: bytes (4GiB, 512MiB, 1000000) or a share of free memory (0.2)
-    #[arg(long, default_value = "0.2")]
-    kv_cache_memory: KvCacheMemory,
-    /// Element type of the KV cache: f32, bf16 or f16
-    #[arg(long = "kv-cache-dtype", default_value = "bf16", value_parser = parse_kv_dtype)]
-    kv_dtype: KvDtype,
-    /// Tokens per KV cache block
-    #[arg(long, default_value_t = 16)]
-    block_size: usize,
+    /// Most sequences running at once [default: 64]
+    #[arg(long)]
+    max_num_seqs: Option<usize>,
+    /// Token budget of one step, shared by prefill chunks and decodes [default: 512]
+    #[arg(long)]
+    max_num_batched_tokens: Option<usize>,
+    /// KV cache size: bytes (4GiB, 512MiB, 1000000) or a share of free memory (0.2) [default: 0.2]
+    #[arg(long)]
+    kv_cache_memory: Option<String>,
+    /// Element type of the KV cache: f32, bf16 or f16 [default: bf16]
+    #[arg(long = "kv-cache-dtype")]
+    kv_dtype: Option<String>,
+    /// Tokens per KV cache block [default: 16]
+    #[arg(long)]
+    block_size: Option<usize>,
     /// Turn off prefix caching (reusing the KV of prompts that start alike)
     #[arg(long)]
     no_prefix_caching: bool,
-    /// Requests that may wait for a slot before new ones are refused as overloaded
-    #[arg(long, default_value_t = 1024)]
-    max_queue_len: usize,
+    /// Requests that may wait for a slot before new ones are refused as overloaded [default: 1024]
+    #[arg(long)]
+    max_queue_len: Option<usize>,
 }
 
 impl EngineArgs {
-    fn config(&self) -> EngineConfig {
-        EngineConfig {
+    fn options(&self) -> EngineOptions {
+        EngineOptions {
             max_num_seqs: self.max_num_seqs,
             max_num_batched_tokens: self.max_num_batched_tokens,
+            kv_cache_memory: self.kv_cache_memory.clone(),
+            kv_cache_dtype: self.kv_dtype.clone(),
             block_size: self.block_size,
-            kv_cache_memory: self.kv_cache_memory,
-            kv_dtype: self.kv_dtype,
-            enable_prefix_caching: !self.no_prefix_caching,
+            enable_prefix_caching: self.no_prefix_caching.then_some(false),
             max_queue_len: self.max_queue_len,
+        }
+    }
+}
+
+/// Settings come from these flags, then the --config file, then ENCLAVE_* environment
+/// variables (ENCLAVE_HOST, ENCLAVE_PORT, ENCLAVE_MODELS, ENCLAVE_API_KEY_HASHES,
+/// ENCLAVE_MAX_CONCURRENT_PER_KEY, ENCLAVE_CORS_ORIGINS, ENCLAVE_MAX_BODY_BYTES,
+/// ENCLAVE_SHUTDOWN_TIMEOUT_SECS, ENCLAVE_LOG_FORMAT, ENCLAVE_MAX_NUM_SEQS,
+/// ENCLAVE_MAX_NUM_BATCHED_TOKENS, ENCLAVE_KV_CACHE_MEMORY, ENCLAVE_KV_CACHE_DTYPE,
+/// ENCLAVE_BLOCK_SIZE, ENCLAVE_ENABLE_PREFIX_CACHING, ENCLAVE_MAX_QUEUE_LEN; lists
+/// comma-separated), then the defaults. The config file takes the same names in TOML, with
+/// models as [[models]] tables (path, name, aliases, tool_call_parser) and engine settings
+/// under [engine]; see README.md.
+#[derive(Args)]
+struct ServeArgs {
+    /// A model to serve, repeatable: a folder, a folder name under --models-dir, or a repo id in the local Hugging Face cache; NAME=SPEC serves it as NAME [default: the built-in random test model]
+    #[arg(long = "model")]
+    models: Vec<String>,
+    /// Address to listen on; 0.0.0.0 exposes the server to the network [default: 127.0.0.1]
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on; 0 picks a free one (printed at start) [default: 8080]
+    #[arg(long)]
+    port: Option<u16>,
+    /// A TOML config file
+    #[arg(long, env = "ENCLAVE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Accept this API key, given as its hash (from `enclave hash-api-key`); repeatable. Without any, no key is needed
+    #[arg(long = "api-key-hash")]
+    api_key_hashes: Vec<String>,
+    /// Requests one API key may have in flight before more get 429; 0 is no limit [default: 0]
+    #[arg(long)]
+    max_concurrent_per_key: Option<usize>,
+    /// Allow browsers on this origin to call the API (CORS), repeatable; * allows any [default: none, CORS off]
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
+    /// Largest request body accepted, in bytes [default: 8388608]
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    /// On SIGTERM, seconds to let in-flight requests finish before exiting [default: 30]
+    #[arg(long)]
+    shutdown_timeout_secs: Option<u64>,
+    /// Log lines as text or json [default: text]
+    #[arg(long)]
+    log_format: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+impl ServeArgs {
+    fn options(&self) -> ServeOptions {
+        ServeOptions {
+            models: self
+                .models
+                .iter()
+                .map(|m| ModelEntry::from_flag(m))
+                .collect(),
+            host: self.host.clone(),
+            port: self.port,
+            api_key_hashes: self.api_key_hashes.clone(),
+            max_concurrent_per_key: self.max_concurrent_per_key,
+            cors_origins: self.cors_origins.clone(),
+            max_body_bytes: self.max_body_bytes,
+            shutdown_timeout_secs: self.shutdown_timeout_secs,
+            log_format: self.log_format.clone(),
+            engine: self.engine.options(),
         }
     }
 }
@@ -214,23 +283,36 @@ fn parse_kv_dtype(s: &str) -> Result<KvDtype, String> {
     KvDtype::parse(s).ok_or_else(|| format!("`{s}` is not a KV cache dtype; use f32, bf16 or f16"))
 }
 
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENCLAVE_LOG")
+        .unwrap_or_else(|_| "warn,enclave=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Activation buffers reused layer after layer, one thread pool; see the tuning module.
     enclave::model::cpu::tuning::apply();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ENCLAVE_LOG")
-                .unwrap_or_else(|_| "warn,enclave=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let paths = PathsConfig::resolve(cli.paths.data_dir, Some(cli.paths.models_dir));
     let result = match cli.command {
-        Command::Generate(args) => run_generate(&paths, args),
+        Command::Serve(args) => run_serve(paths, args),
+        Command::HashApiKey => run_hash_api_key(),
+        Command::Generate(args) => {
+            init_logging(LogFormat::Text);
+            run_generate(&paths, args)
+        }
         Command::Models => run_models(&paths),
         Command::WriteTestModel(args) => run_write_test_model(args),
-        Command::Bench(args) => run_bench(&paths, args),
+        Command::Bench(args) => {
+            init_logging(LogFormat::Text);
+            run_bench(&paths, args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -239,6 +321,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_serve(paths: PathsConfig, args: ServeArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(path) => ServeOptions::from_file(path)?,
+        None => ServeOptions::default(),
+    };
+    let config = args
+        .options()
+        .or(file)
+        .or(ServeOptions::from_env()?)
+        .resolve()?;
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(enclave::server::run(config, paths, |addr| {
+        // One plain line on stdout, whatever the log format: scripts wait for it.
+        println!("listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+    }))?;
+    Ok(())
+}
+
+fn run_hash_api_key() -> Result<()> {
+    let mut key = String::new();
+    std::io::stdin()
+        .read_line(&mut key)
+        .context("reading the API key from stdin")?;
+    let key = key.trim();
+    if key.is_empty() {
+        bail!("no API key on stdin: run `echo -n \"$KEY\" | enclave hash-api-key`");
+    }
+    println!("{}", enclave::api::auth::KeyDigest::of(key));
+    Ok(())
 }
 
 fn run_generate(paths: &PathsConfig, args: GenerateArgs) -> Result<()> {
@@ -438,11 +556,8 @@ fn run_bench(paths: &PathsConfig, args: BenchArgs) -> Result<()> {
         eprintln!("note: {NOTICE}");
     }
     let vocab = bundle.model.config().vocab_size;
-    let handle = spawn_engine(
-        bundle.model,
-        args.engine.config(),
-        bundle.stop_token_ids.clone(),
-    )?;
+    let engine = enclave::server::engine_config(&args.engine.options())?;
+    let handle = spawn_engine(bundle.model, engine, bundle.stop_token_ids.clone())?;
     let backend = EngineBackend {
         handle: &handle,
         tokenizer: &bundle.tokenizer,

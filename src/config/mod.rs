@@ -5,6 +5,8 @@
 //! locations (`XDG_DATA_HOME`, `HOME`, `HF_HOME`, `HF_HUB_CACHE`). Everything below receives
 //! plain paths.
 
+pub mod serve;
+
 use std::path::PathBuf;
 
 use crate::model::source::ModelLocator;

@@ -27,7 +27,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn latency() -> Self {
+    pub fn latency() -> Self {
         Self {
             bounds: LATENCY_BOUNDS.to_vec(),
             counts: vec![0; LATENCY_BOUNDS.len() + 1],

@@ -1,0 +1,139 @@
+//! The HTTP edge: OpenAI's wire types in and out, every route, and the middleware around them.
+//!
+//! Owns the translation between the wire and the domain (`GenerateRequest`, `TextEvent`) and
+//! the single mapping of errors to OpenAI's error JSON (`error`). May use `engine` (through its
+//! handle only), `tokenizer` and `text_stream`; nothing in the crate may depend on `api`.
+//!
+//! Invariant: every response, including 404, 405, 413, 429, 500 and 503, is either the route's
+//! own body or an OpenAI-shaped error object.
+
+pub mod auth;
+mod chat;
+mod chat_stream;
+mod completions;
+pub mod error;
+mod generation;
+pub mod guard;
+mod json;
+pub mod metrics;
+mod models;
+mod openapi;
+pub mod state;
+mod tokenize;
+mod tool_output;
+pub mod wire;
+
+use std::any::Any;
+
+use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::http::{HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use error::ApiError;
+pub use state::{AppState, HttpLimits, Lifecycle, ModelRegistry, SamplingDefaults, ServedModel};
+
+/// Who may call from a browser. Off (no CORS headers) unless origins are given.
+#[derive(Debug, Clone, Default)]
+pub struct CorsConfig {
+    /// Exact origins (`https://support.example.com`), or `*` for any.
+    pub allowed_origins: Vec<String>,
+}
+
+pub fn router(state: AppState, cors: &CorsConfig) -> Router {
+    let limit = state.inner.limits.max_body_bytes;
+    let router = Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/models", get(models::list_models))
+        .route("/v1/models/{*id}", get(models::get_model))
+        .route("/v1/tokenize", post(tokenize::tokenize))
+        .route("/v1/detokenize", post(tokenize::detokenize))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics::metrics_route))
+        .route("/openapi.json", get(openapi::openapi_route))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
+        .with_state(state);
+    match cors_layer(cors) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
+}
+
+fn cors_layer(cors: &CorsConfig) -> Option<CorsLayer> {
+    if cors.allowed_origins.is_empty() {
+        return None;
+    }
+    let origins = if cors.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            cors.allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers(tower_http::cors::Any),
+    )
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.inner.lifecycle.is_shutting_down() {
+        return ApiError::ShuttingDown.into_response();
+    }
+    if !state.inner.lifecycle.is_ready() {
+        return ApiError::NotReady.into_response();
+    }
+    let models: Vec<&str> = match state.registry() {
+        Ok(r) => r.list.iter().map(|m| m.id.as_str()).collect(),
+        Err(e) => return e.into_response(),
+    };
+    Json(json!({"status": "ready", "models": models})).into_response()
+}
+
+async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route {}; the API lives under /v1 (see /openapi.json)",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+/// A handler that panicked: a 500 with an error body and a log line, never a dropped
+/// connection. The panic message is logged, not sent: it may quote internal state.
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a request handler panicked");
+    ApiError::Internal("the request handler failed unexpectedly; the server logged it".into())
+        .into_response()
+}

@@ -1,0 +1,153 @@
+//! What every handler shares: the served models by name (aliases included), the server's
+//! lifecycle flags and its request metrics. Built once by the server wiring; read-only after,
+//! apart from atomics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use super::auth::ApiKeys;
+use super::error::ApiError;
+use super::guard::ConcurrencyLimiter;
+use super::metrics::ApiMetrics;
+use crate::engine::EngineHandle;
+use crate::tokenizer::tool_calls::ToolCallFormat;
+use crate::tokenizer::Tokenizer;
+
+/// One model as the API serves it.
+pub struct ServedModel {
+    /// The id clients send in `model` (the first name; aliases map to the same model).
+    pub id: String,
+    pub handle: EngineHandle,
+    pub tokenizer: Arc<Tokenizer>,
+    /// Seconds since the epoch when it was loaded, for `/v1/models`.
+    pub created: u64,
+    /// How this model writes tool calls; `None`: its template shows no tool-call syntax.
+    pub tool_call_format: Option<ToolCallFormat>,
+    /// Sampling defaults from the model's generation_config.json.
+    pub defaults: SamplingDefaults,
+}
+
+/// The model's own defaults, used where a request leaves a field out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SamplingDefaults {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub repetition_penalty: Option<f32>,
+}
+
+impl ServedModel {
+    pub fn max_context(&self) -> usize {
+        self.handle.limits().max_context
+    }
+}
+
+/// Readiness and shutdown, flipped by the server wiring and read by every request.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    ready: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Lifecycle {
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.is_shutting_down()
+    }
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// Limits the HTTP layer enforces itself.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    /// Requests one API key may have in flight; 0 is no limit.
+    pub max_concurrent_per_key: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_concurrent_per_key: 0,
+        }
+    }
+}
+
+/// The served models, installed once they have loaded.
+pub struct ModelRegistry {
+    /// Every name a model answers to, aliases included.
+    pub by_name: BTreeMap<String, Arc<ServedModel>>,
+    /// The models in the order they were given, each once.
+    pub list: Vec<Arc<ServedModel>>,
+}
+
+impl ModelRegistry {
+    pub fn new(models: Vec<(Vec<String>, Arc<ServedModel>)>) -> Self {
+        let mut by_name = BTreeMap::new();
+        let mut list = Vec::new();
+        for (names, model) in models {
+            for name in names {
+                by_name.insert(name, model.clone());
+            }
+            list.push(model);
+        }
+        Self { by_name, list }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub inner: Arc<AppInner>,
+}
+
+pub struct AppInner {
+    registry: OnceLock<ModelRegistry>,
+    pub keys: ApiKeys,
+    pub limits: HttpLimits,
+    pub lifecycle: Arc<Lifecycle>,
+    pub metrics: ApiMetrics,
+    pub limiter: ConcurrencyLimiter,
+}
+
+impl AppState {
+    pub fn new(keys: ApiKeys, limits: HttpLimits, lifecycle: Arc<Lifecycle>) -> Self {
+        Self {
+            inner: Arc::new(AppInner {
+                registry: OnceLock::new(),
+                keys,
+                limits,
+                lifecycle,
+                metrics: ApiMetrics::default(),
+                limiter: ConcurrencyLimiter::default(),
+            }),
+        }
+    }
+
+    /// Makes the models servable and the server ready. Only the first call has effect.
+    pub fn install_models(&self, registry: ModelRegistry) {
+        let _ = self.inner.registry.set(registry);
+        self.inner.lifecycle.set_ready();
+    }
+
+    /// The served models; `NotReady` while they load.
+    pub fn registry(&self) -> Result<&ModelRegistry, ApiError> {
+        self.inner.registry.get().ok_or(ApiError::NotReady)
+    }
+
+    pub fn model(&self, name: &str) -> Result<Arc<ServedModel>, ApiError> {
+        self.registry()?
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::ModelNotFound(name.to_string()))
+    }
+}

@@ -1,0 +1,278 @@
+//! `enclave serve` wiring: bind the listener, load every model and spawn its engine, install
+//! them in the API state, and shut down gracefully on SIGTERM or Ctrl-C (stop accepting, let
+//! in-flight requests finish up to a timeout, return so the process exits 0).
+//!
+//! The listener is bound before the models load, so `/health` answers at once and `/ready`
+//! turns 200 when loading is done. Owns no request logic; depends on `api`, `bundle`, `engine`
+//! and `config`. The server never opens a connection of its own: its only socket is the
+//! listening one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use candle_core::Device;
+use std::future::IntoFuture;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::auth::{ApiKeys, KeyDigest, KeyHashError};
+use crate::api::{
+    router, AppState, CorsConfig, HttpLimits, Lifecycle, ModelRegistry, SamplingDefaults,
+    ServedModel,
+};
+use crate::bundle::{resolve_model, BundleError, ModelBundle};
+use crate::config::serve::{EngineOptions, ModelEntry, ServeConfig};
+use crate::config::PathsConfig;
+use crate::engine::grammar::GrammarVocab;
+use crate::engine::{spawn_engine, EngineConfig, EngineError, KvCacheMemory};
+use crate::model::KvDtype;
+use crate::tokenizer::tool_calls::ToolCallFormat;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}; pick another --port or --host")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    KeyHash(#[from] KeyHashError),
+    #[error("loading model `{name}`: {source}")]
+    Load { name: String, source: BundleError },
+    #[error("starting the engine for `{name}`: {source}")]
+    Engine { name: String, source: EngineError },
+    #[error("two models are served under the name `{0}`; give one of them another name")]
+    DuplicateName(String),
+    #[error("the server failed: {0}")]
+    Serve(String),
+}
+
+/// The engine settings, with the same defaults as `enclave bench`.
+pub fn engine_config(o: &EngineOptions) -> Result<EngineConfig, ServerError> {
+    let d = EngineConfig::default();
+    let kv_cache_memory = match &o.kv_cache_memory {
+        Some(s) => s.parse::<KvCacheMemory>().map_err(ServerError::Config)?,
+        None => d.kv_cache_memory,
+    };
+    let kv_dtype = match &o.kv_cache_dtype {
+        Some(s) => KvDtype::parse(s).ok_or_else(|| {
+            ServerError::Config(format!(
+                "`{s}` is not a KV cache dtype; use f32, bf16 or f16"
+            ))
+        })?,
+        None => d.kv_dtype,
+    };
+    let config = EngineConfig {
+        max_num_seqs: o.max_num_seqs.unwrap_or(d.max_num_seqs),
+        max_num_batched_tokens: o.max_num_batched_tokens.unwrap_or(d.max_num_batched_tokens),
+        block_size: o.block_size.unwrap_or(d.block_size),
+        kv_cache_memory,
+        kv_dtype,
+        enable_prefix_caching: o.enable_prefix_caching.unwrap_or(d.enable_prefix_caching),
+        max_queue_len: o.max_queue_len.unwrap_or(d.max_queue_len),
+    };
+    config
+        .validate()
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    Ok(config)
+}
+
+/// Loads one model and spawns its engine; returns every name it answers to.
+pub fn load_model(
+    paths: &PathsConfig,
+    entry: &ModelEntry,
+    engine: &EngineConfig,
+) -> Result<(Vec<String>, ServedModel), ServerError> {
+    let spec = entry.path.as_deref().unwrap_or("(built-in)");
+    let load = |source| ServerError::Load {
+        name: spec.to_string(),
+        source,
+    };
+    let source = resolve_model(paths, entry.path.as_deref()).map_err(load)?;
+    let bundle = ModelBundle::load(&source, &Device::Cpu).map_err(load)?;
+    if bundle.is_builtin() {
+        tracing::warn!("{}", crate::builtin_model::NOTICE);
+    }
+    let id = entry.name.clone().unwrap_or_else(|| source.name.clone());
+    let tool_call_format = match &entry.tool_call_parser {
+        Some(name) => Some(ToolCallFormat::parse_name(name).ok_or_else(|| {
+            ServerError::Config(format!(
+                "model `{id}`: tool_call_parser `{name}` is not known; use hermes, llama3_json or mistral"
+            ))
+        })?),
+        None => bundle
+            .tokenizer
+            .chat_template_for(true)
+            .ok()
+            .and_then(|t| ToolCallFormat::detect(t.source())),
+    };
+    let g = &bundle.generation;
+    let sampled = g.do_sample != Some(false);
+    let defaults = SamplingDefaults {
+        temperature: g.temperature.filter(|_| sampled).map(|t| t as f32),
+        top_p: g.top_p.filter(|_| sampled).map(|p| p as f32),
+        top_k: g.top_k.filter(|_| sampled),
+        repetition_penalty: g.repetition_penalty.map(|r| r as f32),
+    };
+    let (bytes, special) = bundle.tokenizer.token_bytes();
+    let eos: Vec<u32> = bundle.stop_token_ids.iter().map(|t| t.0).collect();
+    let grammar_vocab = GrammarVocab::new(bytes, special, eos).map_err(|e| {
+        ServerError::Config(format!("model `{id}`: preparing constrained decoding: {e}"))
+    })?;
+    let tokenizer = Arc::new(bundle.tokenizer);
+    let handle = spawn_engine(bundle.model, engine.clone(), bundle.stop_token_ids.clone())
+        .map_err(|source| ServerError::Engine {
+            name: id.clone(),
+            source,
+        })?;
+    handle.set_grammar_vocab(Arc::new(grammar_vocab));
+    tracing::info!(model = %id, dir = %source.dir.display(), tool_call_format = ?tool_call_format, "model loaded");
+    let mut names = vec![id.clone()];
+    names.extend(entry.aliases.iter().cloned());
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok((
+        names,
+        ServedModel {
+            id,
+            handle,
+            tokenizer,
+            created,
+            tool_call_format,
+            defaults,
+        },
+    ))
+}
+
+fn load_all(paths: &PathsConfig, config: &ServeConfig) -> Result<ModelRegistry, ServerError> {
+    let engine = engine_config(&config.engine)?;
+    let mut models = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in &config.models {
+        let (names, model) = load_model(paths, entry, &engine)?;
+        if let Some(dup) = names.iter().find(|n| !seen.insert((*n).clone())) {
+            return Err(ServerError::DuplicateName(dup.clone()));
+        }
+        models.push((names, Arc::new(model)));
+    }
+    Ok(ModelRegistry::new(models))
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs the server until a termination signal (then drains) or a fatal error.
+/// `on_listening` is told the bound address before any model loads.
+pub async fn run(
+    config: ServeConfig,
+    paths: PathsConfig,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
+    let digests = config
+        .api_key_hashes
+        .iter()
+        .map(|h| KeyDigest::parse(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Bad engine settings fail before the port is taken.
+    engine_config(&config.engine)?;
+    let lifecycle = Arc::new(Lifecycle::default());
+    let state = AppState::new(
+        ApiKeys::new(digests),
+        HttpLimits {
+            max_body_bytes: config.max_body_bytes,
+            max_concurrent_per_key: config.max_concurrent_per_key,
+        },
+        lifecycle.clone(),
+    );
+    let app = router(
+        state.clone(),
+        &CorsConfig {
+            allowed_origins: config.cors_origins.clone(),
+        },
+    );
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    on_listening(local);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut drained = stop_rx.clone();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = drained.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    let signal_tx = stop_tx.clone();
+    let signal_lifecycle = lifecycle.clone();
+    tokio::spawn(async move {
+        termination().await;
+        tracing::info!("shutting down: no new requests; finishing those in flight");
+        signal_lifecycle.begin_shutdown();
+        let _ = signal_tx.send(true);
+    });
+
+    let (load_paths, load_config) = (paths.clone(), config.clone());
+    let loaded = tokio::task::spawn_blocking(move || load_all(&load_paths, &load_config))
+        .await
+        .map_err(|e| ServerError::Serve(e.to_string()))?;
+    match loaded {
+        Ok(registry) => state.install_models(registry),
+        Err(e) => {
+            lifecycle.begin_shutdown();
+            let _ = stop_tx.send(true);
+            return Err(e);
+        }
+    }
+    tracing::info!(%local, "ready");
+
+    let timeout = config.shutdown_timeout;
+    let mut stopping = stop_rx;
+    let deadline = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        result = server => match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServerError::Serve(e.to_string())),
+            Err(e) => Err(ServerError::Serve(e.to_string())),
+        },
+        _ = deadline => {
+            tracing::warn!(timeout_secs = timeout.as_secs(), "requests still in flight at the shutdown timeout; exiting anyway");
+            Ok(())
+        }
+    }
+}
