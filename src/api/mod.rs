@@ -45,8 +45,11 @@ pub struct CorsConfig {
 }
 
 pub fn router(state: AppState, cors: &CorsConfig) -> Router {
-    let limit = state.inner.limits.max_body_bytes;
-    let router = Router::new()
+    layered(routes(), state, cors)
+}
+
+fn routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list_models))
@@ -57,6 +60,13 @@ pub fn router(state: AppState, cors: &CorsConfig) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::metrics_route))
         .route("/openapi.json", get(openapi::openapi_route))
+}
+
+/// `routes` inside the middleware every request passes (guard, body limit, panic catching,
+/// CORS), with the JSON fallbacks for unknown routes and methods.
+fn layered(routes: Router<AppState>, state: AppState, cors: &CorsConfig) -> Router {
+    let limit = state.inner.limits.max_body_bytes;
+    let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panic_response))
@@ -136,4 +146,88 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!(panic = message, "a request handler panicked");
     ApiError::Internal("the request handler failed unexpectedly; the server logged it".into())
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_with_an_error_body() {
+        let state = AppState::new(
+            auth::ApiKeys::default(),
+            HttpLimits::default(),
+            Arc::new(Lifecycle::default()),
+        );
+        let routes = Router::new().route(
+            "/v1/boom",
+            get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("boom");
+                }
+                "unreachable"
+            }),
+        );
+        let app = layered(routes, state, &CorsConfig::default());
+        let response = app
+            .oneshot(
+                Request::get("/v1/boom")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("a response, not a dropped connection");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(body["error"]["type"], "server_error");
+        assert!(!body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("boom"));
+    }
+
+    #[tokio::test]
+    async fn cors_is_off_by_default_and_on_for_listed_origins() {
+        let state = || {
+            AppState::new(
+                auth::ApiKeys::default(),
+                HttpLimits::default(),
+                Arc::new(Lifecycle::default()),
+            )
+        };
+        let preflight = || {
+            Request::builder()
+                .method("OPTIONS")
+                .uri("/v1/models")
+                .header("origin", "https://support.example.com")
+                .header("access-control-request-method", "POST")
+                .body(Body::empty())
+                .expect("request")
+        };
+        let off = router(state(), &CorsConfig::default())
+            .oneshot(preflight())
+            .await
+            .expect("response");
+        assert!(off.headers().get("access-control-allow-origin").is_none());
+        let cors = CorsConfig {
+            allowed_origins: vec!["https://support.example.com".into()],
+        };
+        let on = router(state(), &cors)
+            .oneshot(preflight())
+            .await
+            .expect("response");
+        assert_eq!(
+            on.headers()["access-control-allow-origin"],
+            "https://support.example.com"
+        );
+    }
 }
