@@ -22,4 +22,5 @@ pub mod ids;
 pub mod model;
 pub mod server;
 pub mod text_stream;
+pub mod tls;
 pub mod tokenizer;

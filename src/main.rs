@@ -108,7 +108,8 @@ impl EngineArgs {
 /// ENCLAVE_MAX_CONCURRENT_PER_KEY, ENCLAVE_CORS_ORIGINS, ENCLAVE_MAX_BODY_BYTES,
 /// ENCLAVE_SHUTDOWN_TIMEOUT_SECS, ENCLAVE_LOG_FORMAT, ENCLAVE_MAX_NUM_SEQS,
 /// ENCLAVE_MAX_NUM_BATCHED_TOKENS, ENCLAVE_KV_CACHE_MEMORY, ENCLAVE_KV_CACHE_DTYPE,
-/// ENCLAVE_BLOCK_SIZE, ENCLAVE_ENABLE_PREFIX_CACHING, ENCLAVE_MAX_QUEUE_LEN; lists
+/// ENCLAVE_BLOCK_SIZE, ENCLAVE_ENABLE_PREFIX_CACHING, ENCLAVE_MAX_QUEUE_LEN,
+/// ENCLAVE_TLS_CERT, ENCLAVE_TLS_KEY; lists
 /// comma-separated), then the defaults. The config file takes the same names in TOML, with
 /// models as [[models]] tables (path, name, aliases, tool_call_parser) and engine settings
 /// under [engine]; see README.md.
@@ -144,6 +145,12 @@ struct ServeArgs {
     /// Log lines as text or json [default: text]
     #[arg(long)]
     log_format: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -164,6 +171,8 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             shutdown_timeout_secs: self.shutdown_timeout_secs,
             log_format: self.log_format.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             engine: self.engine.options(),
         }
     }
@@ -338,9 +347,14 @@ fn run_serve(paths: PathsConfig, args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     runtime.block_on(enclave::server::run(config, paths, |addr| {
         // One plain line on stdout, whatever the log format: scripts wait for it.
-        println!("listening on http://{addr}");
+        println!("listening on {scheme}://{addr}");
         let _ = std::io::stdout().flush();
     }))?;
     Ok(())

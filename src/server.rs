@@ -40,6 +40,8 @@ pub enum ServerError {
     Config(String),
     #[error(transparent)]
     KeyHash(#[from] KeyHashError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("loading model `{name}`: {source}")]
     Load { name: String, source: BundleError },
     #[error("starting the engine for `{name}`: {source}")]
@@ -184,6 +186,40 @@ async fn termination() {
     let _ = ctrl_c.await;
 }
 
+/// Serves `app` on `listener` (over TLS when configured) until `stop` turns true, then lets
+/// open requests finish.
+fn spawn_server(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServerError> {
+    let mut drained = stop;
+    let Some(tls) = tls else {
+        return Ok(tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = drained.wait_for(|stop| *stop).await;
+                })
+                .into_future(),
+        ));
+    };
+    let handle = axum_server::Handle::new();
+    let on_stop = handle.clone();
+    tokio::spawn(async move {
+        let _ = drained.wait_for(|stop| *stop).await;
+        on_stop.graceful_shutdown(None);
+    });
+    let listener = listener
+        .into_std()
+        .map_err(|e| ServerError::Serve(e.to_string()))?;
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    let server = axum_server::tls_rustls::from_tcp_rustls(listener, config)
+        .map_err(|e| ServerError::Serve(e.to_string()))?
+        .handle(handle);
+    Ok(tokio::spawn(server.serve(app.into_make_service())))
+}
+
 /// Runs the server until a termination signal (then drains) or a fatal error.
 /// `on_listening` is told the bound address before any model loads.
 pub async fn run(
@@ -196,8 +232,12 @@ pub async fn run(
         .iter()
         .map(|h| KeyDigest::parse(h))
         .collect::<Result<Vec<_>, _>>()?;
-    // Bad engine settings fail before the port is taken.
+    // Bad engine settings and TLS files fail before the port is taken.
     engine_config(&config.engine)?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+        None => None,
+    };
     let lifecycle = Arc::new(Lifecycle::default());
     let state = AppState::new(
         ApiKeys::new(digests),
@@ -227,14 +267,7 @@ pub async fn run(
     on_listening(local);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut drained = stop_rx.clone();
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = drained.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    let server = spawn_server(listener, app, tls, stop_rx.clone())?;
     let signal_tx = stop_tx.clone();
     let signal_lifecycle = lifecycle.clone();
     tokio::spawn(async move {

@@ -337,6 +337,16 @@ fn models_tokenize_health_metrics_and_openapi() -> Result<()> {
     Ok(())
 }
 
+/// (name, body, API key, status, error type, param)
+type Case<'a> = (
+    &'a str,
+    String,
+    Option<&'a str>,
+    u16,
+    &'a str,
+    Option<&'a str>,
+);
+
 #[test]
 fn every_failure_is_openai_error_json_with_its_status() -> Result<()> {
     let s = start(Options {
@@ -347,7 +357,7 @@ fn every_failure_is_openai_error_json_with_its_status() -> Result<()> {
         },
         ..Options::default()
     })?;
-    let cases: Vec<(&str, String, Option<&str>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("bad JSON", "{\"model\": ".into(), Some(KEY), 400, "invalid_request_error", None),
         ("missing field", json!({"model": MODEL}).to_string(), Some(KEY), 400, "invalid_request_error", Some("messages")),
         ("wrong type", json!({"model": MODEL, "messages": [], "n": "two"}).to_string(), Some(KEY), 400, "invalid_request_error", Some("n")),

@@ -42,6 +42,9 @@ fn serve(extra: &[&str]) -> Result<Server> {
         port,
         _dir: dir,
     };
+    if extra.contains(&"--tls-cert") {
+        return Ok(server);
+    }
     let start = Instant::now();
     while get(server.port, "/ready").map(|(s, _)| s).unwrap_or(0) != 200 {
         if start.elapsed() > Duration::from_secs(60) {
@@ -108,7 +111,10 @@ fn sigterm_finishes_the_stream_in_flight_then_exits_zero() -> Result<()> {
     assert_ne!(ready, 200, "a draining server must not report ready");
     let mut rest = String::new();
     stream.read_to_string(&mut rest)?;
-    assert!(rest.matches("data: ").count() > 1000, "the stream ended before the signal");
+    assert!(
+        rest.matches("data: ").count() > 1000,
+        "the stream ended before the signal"
+    );
     assert!(
         rest.contains("data: [DONE]"),
         "the stream was cut: ...{}",
@@ -225,5 +231,52 @@ fn hash_api_key_prints_the_form_serve_accepts() -> Result<()> {
         String::from_utf8(out.stdout)?.trim(),
         "sha256:625faa3fbbc3d2bd9d6ee7678d04cc5339cb33dc68d9b58451853d60046e226a"
     );
+    Ok(())
+}
+
+#[test]
+fn tls_serves_https_with_the_given_certificate() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, issued.cert.pem())?;
+    std::fs::write(&key, issued.signing_key.serialize_pem())?;
+    let (cert_s, key_s) = (cert.to_string_lossy(), key.to_string_lossy());
+    let mut s = serve(&["--tls-cert", &cert_s, "--tls-key", &key_s])?;
+    // An independent TLS client that trusts only this certificate.
+    let fetch = r#"
+import ssl, sys, time, urllib.error, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+for _ in range(600):
+    try:
+        print(urllib.request.urlopen(sys.argv[2], context=ctx).read().decode())
+        break
+    except urllib.error.HTTPError:
+        time.sleep(0.1)
+"#;
+    let url = format!("https://localhost:{}/ready", s.port);
+    let out = Command::new("python3")
+        .args(["-c", fetch, &cert_s, &url])
+        .output()
+        .context("python3 runs the TLS client")?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"ready\""));
+    let (plain, _) = get(s.port, "/health").unwrap_or((0, String::new()));
+    assert_ne!(plain, 200, "plain HTTP must not be served beside HTTPS");
+    Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()?;
+    assert!(wait_exit(&mut s.child, Duration::from_secs(20))?.success());
+    fails_with_one_line(&["serve", "--tls-cert", &cert_s], &[], "--tls-key")?;
+    fails_with_one_line(
+        &["serve", "--tls-cert", &key_s, "--tls-key", &key_s],
+        &[],
+        "certificate",
+    )?;
     Ok(())
 }

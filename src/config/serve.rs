@@ -93,6 +93,9 @@ pub struct ServeOptions {
     pub max_body_bytes: Option<usize>,
     pub shutdown_timeout_secs: Option<u64>,
     pub log_format: Option<String>,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     #[serde(default)]
     pub engine: EngineOptions,
 }
@@ -116,6 +119,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+    /// (certificate chain, private key) PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub engine: EngineOptions,
 }
 
@@ -191,6 +196,8 @@ impl ServeOptions {
             max_body_bytes: num(&get, "ENCLAVE_MAX_BODY_BYTES")?,
             shutdown_timeout_secs: num(&get, "ENCLAVE_SHUTDOWN_TIMEOUT_SECS")?,
             log_format: get("ENCLAVE_LOG_FORMAT"),
+            tls_cert: get("ENCLAVE_TLS_CERT").map(PathBuf::from),
+            tls_key: get("ENCLAVE_TLS_KEY").map(PathBuf::from),
             engine: EngineOptions {
                 max_num_seqs: num(&get, "ENCLAVE_MAX_NUM_SEQS")?,
                 max_num_batched_tokens: num(&get, "ENCLAVE_MAX_NUM_BATCHED_TOKENS")?,
@@ -222,6 +229,8 @@ impl ServeOptions {
             max_body_bytes: self.max_body_bytes.or(other.max_body_bytes),
             shutdown_timeout_secs: self.shutdown_timeout_secs.or(other.shutdown_timeout_secs),
             log_format: self.log_format.or(other.log_format),
+            tls_cert: self.tls_cert.or(other.tls_cert),
+            tls_key: self.tls_key.or(other.tls_key),
             engine: EngineOptions {
                 max_num_seqs: e.max_num_seqs.or(o.max_num_seqs),
                 max_num_batched_tokens: e.max_num_batched_tokens.or(o.max_num_batched_tokens),
@@ -242,6 +251,16 @@ impl ServeOptions {
                 return Err(ConfigError::Invalid(format!(
                     "log format `{other}` is not known; use text or json"
                 )))
+            }
+        };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "TLS needs both a certificate (--tls-cert) and its private key (--tls-key)"
+                        .into(),
+                ))
             }
         };
         let models = if self.models.is_empty() {
@@ -267,6 +286,7 @@ impl ServeOptions {
                     .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
             ),
             log_format,
+            tls,
             engine: self.engine,
         })
     }
