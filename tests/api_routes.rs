@@ -61,6 +61,15 @@ fn start(o: Options) -> Result<TestServer> {
         tool_call_parser: None,
     };
     let (names, model) = enclave::server::load_model(&paths, &entry, &o.engine)?;
+    serve(names, model, o, dir)
+}
+
+fn serve(
+    names: Vec<String>,
+    model: ServedModel,
+    o: Options,
+    dir: tempfile::TempDir,
+) -> Result<TestServer> {
     let handle = model.handle.clone();
     let keys = if o.keys {
         ApiKeys::new(vec![KeyDigest::of(KEY)])
@@ -522,5 +531,200 @@ fn a_full_engine_queue_is_429_with_retry_after() -> Result<()> {
     assert_eq!(error_fields(&body).0, "rate_limit_error");
     drop((running, queued));
     wait_idle(&s.handle)?;
+    Ok(())
+}
+
+/// A model that writes a fixed script: the row at position `start - 1 + k` predicts
+/// `script[k]`, and every other row predicts the end token. `start` is the prompt length, set
+/// once a first request has reported it.
+struct ScriptedLm {
+    config: enclave::model::ModelConfig,
+    script: Vec<u32>,
+    end: u32,
+    start: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl enclave::model::CausalLm for ScriptedLm {
+    fn config(&self) -> &enclave::model::ModelConfig {
+        &self.config
+    }
+
+    fn weight_dtype(&self) -> enclave::model::WeightDtype {
+        enclave::model::WeightDtype::F32
+    }
+
+    fn forward(
+        &self,
+        batch: &enclave::model::ForwardBatch,
+        _kv: &mut enclave::model::KvCache,
+    ) -> Result<candle_core::Tensor, enclave::model::ModelError> {
+        let vocab = self.config.vocab_size;
+        let start = self.start.load(std::sync::atomic::Ordering::SeqCst);
+        let rows = batch.logits_indices();
+        let mut logits = vec![0f32; rows.len() * vocab];
+        for (r, &i) in rows.iter().enumerate() {
+            let k = (batch.positions[i as usize] as usize + 1).checked_sub(start);
+            let next = k
+                .and_then(|k| self.script.get(k))
+                .copied()
+                .unwrap_or(self.end);
+            logits[r * vocab + next as usize] = 10.0;
+        }
+        Ok(candle_core::Tensor::from_vec(
+            logits,
+            (rows.len(), vocab),
+            &candle_core::Device::Cpu,
+        )?)
+    }
+}
+
+/// A server whose model answers with `script` once `start` is set to the prompt length.
+fn scripted(script: &str) -> Result<(TestServer, Arc<std::sync::atomic::AtomicUsize>)> {
+    let dir = tempfile::tempdir()?;
+    enclave::builtin_model::write_model_dir(
+        dir.path(),
+        &enclave::builtin_model::BuiltinShape::tiny(),
+        1,
+    )?;
+    let tokenizer = enclave::tokenizer::Tokenizer::from_dir(dir.path())?;
+    let config = enclave::model::ModelConfig::from_file(&dir.path().join("config.json"))?;
+    let end = tokenizer
+        .token_to_id("<|im_end|>")
+        .context("the end token")?;
+    let start = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let model = ScriptedLm {
+        config,
+        script: tokenizer
+            .encode(script, false)?
+            .iter()
+            .map(|t| t.0)
+            .collect(),
+        end: end.0,
+        start: start.clone(),
+    };
+    let engine = EngineConfig {
+        kv_cache_memory: KvCacheMemory::Bytes(16 << 20),
+        ..EngineConfig::default()
+    };
+    let handle = enclave::engine::spawn_engine(Box::new(model), engine, vec![end])?;
+    let source = tokenizer.chat_template_for(true)?.source().to_string();
+    let served = ServedModel {
+        id: MODEL.into(),
+        handle,
+        tokenizer: Arc::new(tokenizer),
+        created: 0,
+        tool_call_format: enclave::tokenizer::tool_calls::ToolCallFormat::detect(&source),
+        defaults: Default::default(),
+    };
+    assert!(
+        served.tool_call_format.is_some(),
+        "the built-in template shows <tool_call>"
+    );
+    let server = serve(vec![MODEL.into()], served, Options::default(), dir)?;
+    Ok((server, start))
+}
+
+fn weather_request(stream: bool) -> Value {
+    json!({"model": MODEL, "stream": stream, "max_tokens": 200, "temperature": 0,
+           "messages": [{"role": "user", "content": "Weather in Paris and Rome?"}],
+           "tools": [{"type": "function", "function": {"name": "get_weather",
+                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]})
+}
+
+#[test]
+fn auto_tool_calls_are_read_from_the_output_whole_and_streamed() -> Result<()> {
+    let script = "Checking.<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n</tool_call>";
+    let (s, start) = scripted(script)?;
+    let (status, probe) = s.post("/v1/chat/completions", &weather_request(false))?;
+    assert_eq!(status, 200, "{probe}");
+    let prompt_len = probe["usage"]["prompt_tokens"].as_u64().context("usage")? as usize;
+    start.store(prompt_len, std::sync::atomic::Ordering::SeqCst);
+
+    let (_, whole) = s.post("/v1/chat/completions", &weather_request(false))?;
+    let choice = &whole["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{whole}");
+    assert_eq!(choice["message"]["content"], "Checking.");
+    let calls = choice["message"]["tool_calls"]
+        .as_array()
+        .context("tool_calls")?;
+    let args: Vec<Value> = calls
+        .iter()
+        .map(|c| serde_json::from_str(c["function"]["arguments"].as_str().unwrap_or("")))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        args,
+        vec![json!({"city": "Paris"}), json!({"city": "Rome"})]
+    );
+    assert!(calls
+        .iter()
+        .all(|c| c["function"]["name"] == "get_weather" && c["type"] == "function"));
+    assert_ne!(calls[0]["id"], calls[1]["id"]);
+
+    let (_, text) = s.post("/v1/chat/completions", &weather_request(true))?;
+    let chunks = sse_events(text.as_str().unwrap_or_default())?;
+    let mut content = String::new();
+    let mut streamed: Vec<(String, String)> = Vec::new();
+    for c in &chunks {
+        let delta = &c["choices"][0]["delta"];
+        content.push_str(delta["content"].as_str().unwrap_or(""));
+        for t in delta["tool_calls"].as_array().into_iter().flatten() {
+            let i = t["index"].as_u64().context("index")? as usize;
+            if i == streamed.len() {
+                streamed.push((
+                    t["function"]["name"]
+                        .as_str()
+                        .context("name first")?
+                        .to_string(),
+                    String::new(),
+                ));
+            }
+            streamed[i]
+                .1
+                .push_str(t["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(content, "Checking.");
+    let whole_calls: Vec<(String, String)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["function"]["name"].as_str().unwrap_or("").to_string(),
+                c["function"]["arguments"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(streamed, whole_calls);
+    let finish = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str());
+    assert_eq!(finish, Some("tool_calls"));
+
+    // Tool results go back through the chat template.
+    let mut round_trip = weather_request(false);
+    round_trip["messages"] = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [calls[0]]},
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "{\"temp\": 21}"},
+    ]);
+    let (status, r) = s.post("/v1/chat/completions", &round_trip)?;
+    assert_eq!(status, 200, "{r}");
+    let (_, t) = s.post(
+        "/v1/tokenize",
+        &json!({"model": MODEL, "messages": round_trip["messages"]}),
+    )?;
+    let (_, rendered) = s.post(
+        "/v1/detokenize",
+        &json!({"model": MODEL, "tokens": t["tokens"]}),
+    )?;
+    let rendered = rendered["prompt"].as_str().unwrap_or_default();
+    assert!(
+        rendered.contains(
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}"
+        ) && rendered.contains("<tool_response>\n{\"temp\": 21}\n</tool_response>"),
+        "{rendered}"
+    );
     Ok(())
 }

@@ -280,3 +280,55 @@ for _ in range(600):
     )?;
     Ok(())
 }
+
+#[test]
+fn several_models_are_served_and_routed_by_name() -> Result<()> {
+    let models = tempfile::tempdir()?;
+    for (name, seed) in [("alpha", "1"), ("beta", "2")] {
+        let dir = models.path().join(name);
+        let status = Command::new(env!("CARGO_BIN_EXE_enclave"))
+            .arg("write-test-model")
+            .arg(&dir)
+            .args(["--seed", seed])
+            .stderr(Stdio::null())
+            .status()?;
+        assert!(status.success());
+    }
+    let (a, b) = (
+        models.path().join("alpha").to_string_lossy().to_string(),
+        models.path().join("beta").to_string_lossy().to_string(),
+    );
+    let named_b = format!("support={b}");
+    let mut s = serve(&["--model", &a, "--model", &named_b])?;
+    let (_, list) = get(s.port, "/v1/models")?;
+    assert!(
+        list.contains("\"id\":\"alpha\"") && list.contains("\"id\":\"support\""),
+        "{list}"
+    );
+    let mut texts = Vec::new();
+    for model in ["alpha", "support"] {
+        let body = serde_json::json!({"model": model, "prompt": "same prompt", "max_tokens": 8,
+                                      "temperature": 0, "ignore_eos": true})
+        .to_string();
+        let mut c = TcpStream::connect(("127.0.0.1", s.port))?;
+        write!(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+        let mut text = String::new();
+        c.read_to_string(&mut text)?;
+        let json = text.split("\r\n\r\n").nth(1).context("a body")?;
+        let v: serde_json::Value = serde_json::from_str(json)?;
+        assert_eq!(v["model"], model, "{text}");
+        texts.push(
+            v["choices"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    // Different random weights answer the same greedy prompt differently.
+    assert_ne!(texts[0], texts[1]);
+    Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()?;
+    assert!(wait_exit(&mut s.child, Duration::from_secs(20))?.success());
+    Ok(())
+}
