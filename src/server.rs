@@ -150,12 +150,15 @@ pub fn load_model(
     ))
 }
 
-fn load_all(paths: &PathsConfig, config: &ServeConfig) -> Result<ModelRegistry, ServerError> {
-    let engine = engine_config(&config.engine)?;
+fn load_all(
+    paths: &PathsConfig,
+    config: &ServeConfig,
+    engine: &EngineConfig,
+) -> Result<ModelRegistry, ServerError> {
     let mut models = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for entry in &config.models {
-        let (names, model) = load_model(paths, entry, &engine)?;
+        let (names, model) = load_model(paths, entry, engine)?;
         if let Some(dup) = names.iter().find(|n| !seen.insert((*n).clone())) {
             return Err(ServerError::DuplicateName(dup.clone()));
         }
@@ -233,7 +236,7 @@ pub async fn run(
         .map(|h| KeyDigest::parse(h))
         .collect::<Result<Vec<_>, _>>()?;
     // Bad engine settings and TLS files fail before the port is taken.
-    engine_config(&config.engine)?;
+    let engine = engine_config(&config.engine)?;
     let tls = match &config.tls {
         Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
         None => None,
@@ -278,7 +281,7 @@ pub async fn run(
     });
 
     let (load_paths, load_config) = (paths.clone(), config.clone());
-    let loaded = tokio::task::spawn_blocking(move || load_all(&load_paths, &load_config))
+    let loaded = tokio::task::spawn_blocking(move || load_all(&load_paths, &load_config, &engine))
         .await
         .map_err(|e| ServerError::Serve(e.to_string()))?;
     match loaded {

@@ -69,12 +69,6 @@ pub async fn chat_completions(
     request.n = n;
     request.ignore_eos = req.ignore_eos.unwrap_or(false);
     request.grammar = constraint;
-    if max_tokens == Some(0) {
-        return Err(ApiError::invalid(
-            "max_tokens must be at least 1",
-            "max_tokens",
-        ));
-    }
     let prompt_tokens = request.prompt.len();
     let forced_tool = matches!(tool_mode, ToolMode::Named(_) | ToolMode::Required);
     let tokens = model.handle.generate(request).map_err(|e| match e {

@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::error::ApiError;
-use super::generation::{finish_reason, new_id, stream_failure, token_text, TextEvents};
+use super::generation::{
+    closing_events, finish_reason, new_id, stream_failure, token_text, TextEvents,
+};
 use super::guard::RequestRecord;
 use super::state::ServedModel;
 use super::tool_output::{OutputParser, ToolMode};
@@ -332,12 +334,10 @@ pub fn stream_chat(run: ChatRun, mut events: TextEvents, include_usage: bool) ->
             }
         }
         asm.record_usage();
-        if let Some(e) = failed {
-            yield Ok(Event::default().data(e.body().to_string()));
-        } else if include_usage {
-            yield Ok(chunk(&asm, Vec::new(), Some(asm.usage())));
+        let usage = include_usage.then(|| chunk(&asm, Vec::new(), Some(asm.usage())));
+        for event in closing_events(failed, usage) {
+            yield Ok(event);
         }
-        yield Ok(Event::default().data("[DONE]"));
     };
     Sse::new(body).into_response()
 }

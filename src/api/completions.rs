@@ -13,7 +13,8 @@ use futures_util::StreamExt;
 
 use super::error::ApiError;
 use super::generation::{
-    finish_reason, new_id, stream_failure, text_events, token_text, unix_now, SamplingFields,
+    closing_events, finish_reason, new_id, stream_failure, text_events, token_text, unix_now,
+    SamplingFields,
 };
 use super::guard::RequestRecord;
 use super::json::ApiJson;
@@ -103,12 +104,6 @@ pub async fn completions(
         return Err(ApiError::invalid(
             "stream_options is only allowed with stream: true",
             "stream_options",
-        ));
-    }
-    if req.max_tokens == Some(0) {
-        return Err(ApiError::invalid(
-            "max_tokens must be at least 1",
-            "max_tokens",
         ));
     }
     let include_usage = req
@@ -364,12 +359,10 @@ fn stream_completion(mut asm: Assembler, mut events: Tagged, include_usage: bool
             }
         }
         asm.record_usage();
-        if let Some(e) = failed {
-            yield Ok(Event::default().data(e.body().to_string()));
-        } else if include_usage {
-            yield Ok(chunk(&asm, Vec::new(), Some(asm.usage())));
+        let usage = include_usage.then(|| chunk(&asm, Vec::new(), Some(asm.usage())));
+        for event in closing_events(failed, usage) {
+            yield Ok(event);
         }
-        yield Ok(Event::default().data("[DONE]"));
     };
     Sse::new(body).into_response()
 }

@@ -140,3 +140,18 @@ pub fn token_text(tokenizer: &Tokenizer, token: TokenId) -> String {
 pub fn stream_failure(message: String) -> ApiError {
     ApiError::Internal(format!("generation failed: {message}"))
 }
+
+/// The end of an SSE response: the error that cut it short (its headers are gone, so it is
+/// sent as an event), or else the usage chunk if the client asked for one; then `[DONE]`.
+pub fn closing_events(
+    failed: Option<ApiError>,
+    usage: Option<axum::response::sse::Event>,
+) -> Vec<axum::response::sse::Event> {
+    use axum::response::sse::Event;
+    let mut events: Vec<Event> = match failed {
+        Some(e) => vec![Event::default().data(e.body().to_string())],
+        None => usage.into_iter().collect(),
+    };
+    events.push(Event::default().data("[DONE]"));
+    events
+}
