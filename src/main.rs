@@ -5,6 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod kb_command;
+
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
@@ -59,6 +61,8 @@ enum Command {
     Models,
     /// Write a random-weight test model (output is noise) in Hugging Face layout
     WriteTestModel(WriteTestModelArgs),
+    /// The knowledge base: collections of documents and tickets, embedded locally and searched
+    Kb(kb_command::KbArgs),
     /// Offline throughput benchmark: a seeded workload through this process's engine (or an OpenAI-compatible server with --url); prints tokens/s, TTFT and ITL percentiles and RSS
     Bench(BenchArgs),
 }
@@ -118,6 +122,9 @@ struct ServeArgs {
     /// A model to serve, repeatable: a folder, a folder name under --models-dir, or a repo id in the local Hugging Face cache; NAME=SPEC serves it as NAME [default: the built-in random test model]
     #[arg(long = "model")]
     models: Vec<String>,
+    /// An embedding model to serve at /v1/embeddings, repeatable: a sentence-transformers folder (modules.json, pooling config); NAME=FOLDER serves it as NAME. With only embedding models, no chat model is loaded
+    #[arg(long = "embedding-model")]
+    embedding_models: Vec<String>,
     /// Address to listen on; 0.0.0.0 exposes the server to the network [default: 127.0.0.1]
     #[arg(long)]
     host: Option<String>,
@@ -160,6 +167,11 @@ impl ServeArgs {
         ServeOptions {
             models: self
                 .models
+                .iter()
+                .map(|m| ModelEntry::from_flag(m))
+                .collect(),
+            embedding_models: self
+                .embedding_models
                 .iter()
                 .map(|m| ModelEntry::from_flag(m))
                 .collect(),
@@ -317,6 +329,10 @@ fn main() -> ExitCode {
             run_generate(&paths, args)
         }
         Command::Models => run_models(&paths),
+        Command::Kb(args) => {
+            init_logging(LogFormat::Text);
+            kb_command::run(&paths, args)
+        }
         Command::WriteTestModel(args) => run_write_test_model(args),
         Command::Bench(args) => {
             init_logging(LogFormat::Text);

@@ -19,13 +19,15 @@ use tokio::sync::watch;
 use crate::api::auth::{ApiKeys, KeyDigest, KeyHashError};
 use crate::api::{
     router, AppState, CorsConfig, HttpLimits, Lifecycle, ModelRegistry, SamplingDefaults,
-    ServedModel,
+    ServedEmbedder, ServedModel,
 };
 use crate::bundle::{resolve_model, BundleError, ModelBundle};
 use crate::config::serve::{EngineOptions, ModelEntry, ServeConfig};
 use crate::config::PathsConfig;
+use crate::embedding::EmbeddingModel;
 use crate::engine::grammar::GrammarVocab;
 use crate::engine::{spawn_engine, EngineConfig, EngineError, KvCacheMemory};
+use crate::knowledge::{Embedder, KnowledgeBase, OpenMode};
 use crate::model::KvDtype;
 use crate::tokenizer::tool_calls::ToolCallFormat;
 
@@ -46,6 +48,10 @@ pub enum ServerError {
     Load { name: String, source: BundleError },
     #[error("starting the engine for `{name}`: {source}")]
     Engine { name: String, source: EngineError },
+    #[error("loading embedding model: {0}")]
+    Embedding(#[from] crate::embedding::EmbeddingError),
+    #[error("knowledge base: {0}")]
+    Knowledge(#[from] crate::knowledge::KnowledgeError),
     #[error("two models are served under the name `{0}`; give one of them another name")]
     DuplicateName(String),
     #[error("the server failed: {0}")]
@@ -164,7 +170,66 @@ fn load_all(
         }
         models.push((names, Arc::new(model)));
     }
-    Ok(ModelRegistry::new(models))
+    let mut embedders = Vec::new();
+    for entry in &config.embedding_models {
+        let (names, model) = load_embedding_model(entry)?;
+        if let Some(dup) = names.iter().find(|n| !seen.insert((*n).clone())) {
+            return Err(ServerError::DuplicateName(dup.clone()));
+        }
+        embedders.push((
+            names,
+            Arc::new(ServedEmbedder {
+                model: Arc::new(model),
+                created: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            }),
+        ));
+    }
+    Ok(ModelRegistry::new(models).with_embedders(embedders))
+}
+
+/// Loads a sentence-transformers folder; its names are NAME (or the folder name) and aliases.
+pub fn load_embedding_model(
+    entry: &ModelEntry,
+) -> Result<(Vec<String>, EmbeddingModel), ServerError> {
+    let path = entry.path.as_deref().unwrap_or_default();
+    let started = std::time::Instant::now();
+    let model = EmbeddingModel::load(std::path::Path::new(path), entry.name.clone())?;
+    tracing::info!(
+        model = model.id(),
+        dimension = model.dimension(),
+        max_input_tokens = model.max_input_len(),
+        pooling = model.layout().pooling.name(),
+        normalize = model.layout().normalize,
+        secs = started.elapsed().as_secs_f32(),
+        "embedding model loaded"
+    );
+    let mut names = vec![model.id().to_string()];
+    names.extend(entry.aliases.iter().cloned());
+    Ok((names, model))
+}
+
+/// Opens the knowledge base with every served embedding model, when there is one. The
+/// directory lock makes a second server (or a writing `enclave kb`) on the same data fail fast.
+fn open_knowledge(
+    paths: &PathsConfig,
+    registry: &ModelRegistry,
+) -> Result<Option<Arc<KnowledgeBase>>, ServerError> {
+    let mut embedders: Vec<Arc<dyn Embedder>> = Vec::new();
+    for e in registry.embedders.values() {
+        if !embedders.iter().any(|x| x.model_id() == e.model.id()) {
+            embedders.push(e.model.clone());
+        }
+    }
+    if embedders.is_empty() {
+        return Ok(None);
+    }
+    let dir = paths.knowledge_dir();
+    let kb = KnowledgeBase::open(&dir, embedders, OpenMode::ReadWrite)?;
+    tracing::info!(dir = %dir.display(), collections = kb.store().collections()?.len(), "knowledge base open");
+    Ok(Some(Arc::new(kb)))
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -281,11 +346,20 @@ pub async fn run(
     });
 
     let (load_paths, load_config) = (paths.clone(), config.clone());
-    let loaded = tokio::task::spawn_blocking(move || load_all(&load_paths, &load_config, &engine))
-        .await
-        .map_err(|e| ServerError::Serve(e.to_string()))?;
+    let loaded = tokio::task::spawn_blocking(move || {
+        let registry = load_all(&load_paths, &load_config, &engine)?;
+        let kb = open_knowledge(&load_paths, &registry)?;
+        Ok::<_, ServerError>((registry, kb))
+    })
+    .await
+    .map_err(|e| ServerError::Serve(e.to_string()))?;
     match loaded {
-        Ok(registry) => state.install_models(registry),
+        Ok((registry, kb)) => {
+            if let Some(kb) = kb {
+                state.install_knowledge(kb);
+            }
+            state.install_models(registry)
+        }
         Err(e) => {
             lifecycle.begin_shutdown();
             let _ = stop_tx.send(true);

@@ -2,7 +2,8 @@
 //! outbound connection.
 //!
 //! `client_suites_pass_and_the_server_connects_only_to_loopback` starts `enclave serve` (the
-//! built-in random test model, one bearer key, at most 2 requests in flight per key) under
+//! built-in random test model and the real all-MiniLM-L6-v2 embedding model, one bearer key, at
+//! most 2 requests in flight per key) under
 //! `strace -f -e trace=connect`, then runs against it, in order:
 //! - the official `openai` Python SDK and LangChain: `python3 -m pytest -q tests/clients/python`;
 //! - the official `openai` Node SDK: `node --test tests/clients/node/<each *.test.mjs>`;
@@ -32,6 +33,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
 /// The bearer key the client suites send.
 const API_KEY: &str = "test-key-123";
 /// `sha256:` and the lowercase hex SHA-256 of the key `test-key-123` (API_KEY above), the form
@@ -40,6 +43,8 @@ const API_KEY_HASH: &str =
     "sha256:625faa3fbbc3d2bd9d6ee7678d04cc5339cb33dc68d9b58451853d60046e226a";
 /// The built-in random test model, served when no --model is given.
 const MODEL: &str = "enclave-test-model";
+/// The real all-MiniLM-L6-v2, for the embeddings and vector-store suites.
+const EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
 
 const MISSING_DEPS: &str = "client test dependencies are missing: run .ci/install-client-deps";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -68,6 +73,7 @@ fn client_suites_pass_and_the_server_connects_only_to_loopback() {
         ("ENCLAVE_BASE_URL", format!("{root_url}/v1")),
         ("ENCLAVE_API_KEY", API_KEY.to_string()),
         ("ENCLAVE_MODEL", MODEL.to_string()),
+        ("ENCLAVE_EMBEDDING_MODEL", EMBEDDING_MODEL.to_string()),
     ];
     let mut node_args = vec!["--test".to_string()];
     node_args.extend(node_test_files());
@@ -319,6 +325,12 @@ impl TracedServer {
             .args(["--port", "0"])
             .args(["--api-key-hash", API_KEY_HASH])
             .args(["--max-concurrent-per-key", "2"])
+            .args(["--model", MODEL])
+            .arg("--embedding-model")
+            .arg(format!(
+                "{EMBEDDING_MODEL}={}",
+                common::minilm_dir().display()
+            ))
             // The default (a share of free memory) is committed at start; a test needs little.
             .args(["--kv-cache-memory", "64MiB"])
             // A developer's config file could add models or change limits.

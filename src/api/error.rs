@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::engine::EngineError;
+use crate::knowledge::KnowledgeError;
 use crate::tokenizer::TokenizerError;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ pub enum ApiError {
     NotReady,
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("{method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
     #[error("internal error: {0}")]
@@ -67,6 +70,7 @@ impl ApiError {
         match self {
             Self::InvalidRequest { .. } | Self::ContextLengthExceeded(_) => StatusCode::BAD_REQUEST,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,6 +86,7 @@ impl ApiError {
             | Self::ContextLengthExceeded(_)
             | Self::ModelNotFound(_)
             | Self::NotFound(_)
+            | Self::Conflict(_)
             | Self::PayloadTooLarge { .. }
             | Self::MethodNotAllowed { .. } => "invalid_request_error",
             Self::Unauthorized(_) => "authentication_error",
@@ -100,6 +105,7 @@ impl ApiError {
             Self::RateLimited { .. } => Some("rate_limit_exceeded"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::NotFound(_) => Some("not_found"),
+            Self::Conflict(_) => Some("conflict"),
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Self::ShuttingDown | Self::NotReady | Self::Internal(_) => None,
         }
@@ -173,6 +179,32 @@ impl From<EngineError> for ApiError {
             },
             EngineError::EngineStopped => Self::ShuttingDown,
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<KnowledgeError> for ApiError {
+    fn from(e: KnowledgeError) -> Self {
+        use KnowledgeError as K;
+        match &e {
+            K::NoSuchCollection(_) | K::NoSuchDocument(_) | K::NoSuchFile(_) => {
+                Self::NotFound(e.to_string())
+            }
+            K::CollectionExists(_) => Self::Conflict(e.to_string()),
+            K::InvalidName { .. } => Self::invalid(e.to_string(), "name"),
+            K::InvalidArgument { field, .. } => Self::invalid(e.to_string(), field.clone()),
+            K::EmbedderMissing { .. } | K::DimensionMismatch { .. } => Self::InvalidRequest {
+                message: e.to_string(),
+                param: None,
+                code: Some("embedding_model_unavailable"),
+            },
+            K::Format(_) => Self::InvalidRequest {
+                message: e.to_string(),
+                param: Some("file".into()),
+                code: Some("unsupported_file"),
+            },
+            K::Locked { .. } => Self::Conflict(e.to_string()),
+            _ => Self::Internal(e.to_string()),
         }
     }
 }

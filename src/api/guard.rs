@@ -79,7 +79,7 @@ fn new_request_id() -> String {
 /// Generation and model routes are the API proper; health, readiness, metrics and the
 /// OpenAPI document stay open so that probes and scrapers need no key.
 fn is_protected(path: &str) -> bool {
-    path.starts_with("/v1/")
+    path.starts_with("/v1/") || path.starts_with("/admin/")
 }
 
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {

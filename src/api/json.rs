@@ -28,7 +28,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
-fn body_error(e: BytesRejection, limit: Option<usize>) -> ApiError {
+pub(super) fn body_error(e: BytesRejection, limit: Option<usize>) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::PayloadTooLarge {
             limit: limit.unwrap_or_default(),

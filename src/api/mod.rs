@@ -2,7 +2,8 @@
 //!
 //! Owns the translation between the wire and the domain (`GenerateRequest`, `TextEvent`) and
 //! the single mapping of errors to OpenAI's error JSON (`error`). May use `engine` (through its
-//! handle only), `tokenizer` and `text_stream`; nothing in the crate may depend on `api`.
+//! handle only), `tokenizer`, `text_stream`, `embedding` and `knowledge`; nothing in the crate
+//! may depend on `api`.
 //!
 //! Invariant: every response, including 404, 405, 413, 429, 500 and 503, is either the route's
 //! own body or an OpenAI-shaped error object.
@@ -11,16 +12,24 @@ pub mod auth;
 mod chat;
 mod chat_stream;
 mod completions;
+mod embeddings;
 pub mod error;
+mod files;
 mod generation;
 pub mod guard;
 mod json;
+mod kb_admin;
+mod kb_shared;
 pub mod metrics;
 mod models;
 mod openapi;
+mod openapi_kb;
 pub mod state;
 mod tokenize;
 mod tool_output;
+mod vector_store_files;
+mod vector_store_search;
+mod vector_stores;
 pub mod wire;
 
 use std::any::Any;
@@ -28,14 +37,16 @@ use std::any::Any;
 use axum::extract::{DefaultBodyLimit, OriginalUri, State};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
-pub use state::{AppState, HttpLimits, Lifecycle, ModelRegistry, SamplingDefaults, ServedModel};
+pub use state::{
+    AppState, HttpLimits, Lifecycle, ModelRegistry, SamplingDefaults, ServedEmbedder, ServedModel,
+};
 
 /// Who may call from a browser. Off (no CORS headers) unless origins are given.
 #[derive(Debug, Clone, Default)]
@@ -52,14 +63,84 @@ fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::get_model))
         .route("/v1/tokenize", post(tokenize::tokenize))
         .route("/v1/detokenize", post(tokenize::detokenize))
+        .merge(knowledge_routes())
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::metrics_route))
         .route("/openapi.json", get(openapi::openapi_route))
+}
+
+/// Files, vector stores (OpenAI's shapes) and the knowledge base's admin routes.
+fn knowledge_routes() -> Router<AppState> {
+    use self::vector_store_files as vsf;
+    const STORE: &str = "/v1/vector_stores/{vector_store_id}";
+    const COLLECTION: &str = "/admin/kb/collections/{name}";
+    Router::new()
+        .route("/v1/files", post(files::upload).get(files::list))
+        .route(
+            "/v1/files/{file_id}",
+            get(files::retrieve).delete(files::delete),
+        )
+        .route("/v1/files/{file_id}/content", get(files::content))
+        .route(
+            "/v1/vector_stores",
+            post(vector_stores::create).get(vector_stores::list),
+        )
+        .route(
+            STORE,
+            get(vector_stores::retrieve)
+                .post(vector_stores::modify)
+                .delete(vector_stores::delete),
+        )
+        .route(
+            &format!("{STORE}/search"),
+            post(vector_store_search::search),
+        )
+        .route(&format!("{STORE}/files"), post(vsf::attach).get(vsf::list))
+        .route(
+            &format!("{STORE}/files/{{file_id}}"),
+            get(vsf::retrieve).post(vsf::update).delete(vsf::detach),
+        )
+        .route(
+            &format!("{STORE}/files/{{file_id}}/content"),
+            get(vsf::content),
+        )
+        .route(&format!("{STORE}/file_batches"), post(vsf::create_batch))
+        .route(
+            &format!("{STORE}/file_batches/{{batch_id}}"),
+            get(vsf::retrieve_batch),
+        )
+        .route(
+            &format!("{STORE}/file_batches/{{batch_id}}/cancel"),
+            post(vsf::cancel_batch),
+        )
+        .route(
+            &format!("{STORE}/file_batches/{{batch_id}}/files"),
+            get(vsf::list_batch_files),
+        )
+        .route(
+            "/admin/kb/collections",
+            get(kb_admin::list_collections).post(kb_admin::create_collection),
+        )
+        .route(
+            COLLECTION,
+            get(kb_admin::get_collection).delete(kb_admin::delete_collection),
+        )
+        .route(
+            &format!("{COLLECTION}/documents"),
+            get(kb_admin::list_documents).post(kb_admin::upload_document),
+        )
+        .route(
+            &format!("{COLLECTION}/documents/{{id}}"),
+            delete(kb_admin::delete_document),
+        )
+        .route(&format!("{COLLECTION}/search"), post(kb_admin::search))
+        .route(&format!("{COLLECTION}/rebuild"), post(kb_admin::rebuild))
 }
 
 /// `routes` inside the middleware every request passes (guard, body limit, panic catching,
@@ -98,7 +179,7 @@ fn cors_layer(cors: &CorsConfig) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(origins)
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
             .allow_headers(tower_http::cors::Any),
     )
 }

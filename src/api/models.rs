@@ -27,6 +27,16 @@ pub struct ModelList {
 }
 
 fn object(state: &AppState, name: &str) -> Result<ModelObject, ApiError> {
+    if let Some(e) = state.registry()?.embedders.get(name) {
+        return Ok(ModelObject {
+            id: name.to_string(),
+            object: "model",
+            created: e.created,
+            owned_by: "enclave",
+            max_model_len: e.model.max_input_len(),
+            root: e.model.id().to_string(),
+        });
+    }
     let m = state.model(name)?;
     Ok(ModelObject {
         id: name.to_string(),
@@ -39,10 +49,11 @@ fn object(state: &AppState, name: &str) -> Result<ModelObject, ApiError> {
 }
 
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
-    let data = state
-        .registry()?
+    let registry = state.registry()?;
+    let data = registry
         .by_name
         .keys()
+        .chain(registry.embedders.keys())
         .map(|name| object(&state, name))
         .collect::<Result<_, _>>()?;
     Ok(Json(ModelList {

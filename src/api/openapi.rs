@@ -5,13 +5,14 @@
 use axum::Json;
 use serde_json::{json, Value};
 
-fn error_responses(codes: &[&str]) -> serde_json::Map<String, Value> {
+pub(super) fn error_responses(codes: &[&str]) -> serde_json::Map<String, Value> {
     let describe = |code: &str| match code {
         "400" => {
             "Invalid request: bad JSON, a missing field, a wrong type or an out-of-range value"
         }
         "401" => "Missing or wrong API key",
-        "404" => "Unknown model or route",
+        "404" => "Unknown model, route, file, vector store, collection or document",
+        "409" => "Conflict: the name is taken, or the knowledge base is in use by another process",
         "413" => "Request body over the size limit",
         "429" => "Overloaded, or too many concurrent requests for this key",
         "503" => "Shutting down, or not ready",
@@ -156,11 +157,11 @@ fn schemas() -> Value {
     })
 }
 
-fn json_body(schema: Value) -> Value {
+pub(super) fn json_body(schema: Value) -> Value {
     json!({"required": true, "content": {"application/json": {"schema": schema}}})
 }
 
-fn ok_json(description: &str, schema: Value) -> Value {
+pub(super) fn ok_json(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
@@ -173,7 +174,7 @@ pub fn document() -> Value {
     let bearer = json!([{"bearer": []}]);
     let open = json!([]);
     let plain_ok = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "Enclave", "version": env!("CARGO_PKG_VERSION"),
                  "description": "OpenAI-compatible inference API of an on-prem Enclave server."},
@@ -193,6 +194,25 @@ pub fn document() -> Value {
                 "parameters": [{"name": "model", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"200": ok_json("The model", json!({"$ref": "#/components/schemas/Model"})),
                     "401": error_responses(&["401"])["401"], "404": error_responses(&["404"])["404"]}}},
+            "/v1/embeddings": {"post": {"operationId": "createEmbedding",
+                "requestBody": json_body(json!({"type": "object", "required": ["model", "input"], "additionalProperties": false, "properties": {
+                    "model": {"type": "string"},
+                    "input": {"oneOf": [
+                        {"type": "string", "minLength": 1},
+                        {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "string", "minLength": 1}},
+                        {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+                        {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}}]},
+                    "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+                    "dimensions": {"type": "integer", "minimum": 1},
+                    "user": {"type": "string"}}})),
+                "responses": generation_responses(ok_json("One vector per input, in order", json!({"type": "object", "required": ["object", "data", "model", "usage"], "properties": {
+                    "object": {"type": "string", "enum": ["list"]},
+                    "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"], "properties": {
+                        "object": {"type": "string", "enum": ["embedding"]}, "index": {"type": "integer"},
+                        "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}]}}}},
+                    "model": {"type": "string"},
+                    "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"], "properties": {
+                        "prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}})))}},
             "/v1/tokenize": {"post": {"operationId": "tokenize",
                 "requestBody": json_body(json!({"type": "object", "required": ["model"], "properties": {
                     "model": {"type": "string"}, "prompt": {"type": "string"}, "add_special_tokens": {"type": "boolean"},
@@ -214,7 +234,14 @@ pub fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": schemas(),
         },
-    })
+    });
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        paths.extend(super::openapi_kb::paths());
+    }
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        schemas.extend(super::openapi_kb::schemas());
+    }
+    doc
 }
 
 pub async fn openapi_route() -> Json<Value> {

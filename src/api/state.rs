@@ -10,7 +10,9 @@ use super::auth::ApiKeys;
 use super::error::ApiError;
 use super::guard::ConcurrencyLimiter;
 use super::metrics::ApiMetrics;
+use crate::embedding::EmbeddingModel;
 use crate::engine::EngineHandle;
+use crate::knowledge::KnowledgeBase;
 use crate::tokenizer::tool_calls::ToolCallFormat;
 use crate::tokenizer::Tokenizer;
 
@@ -82,12 +84,21 @@ impl Default for HttpLimits {
     }
 }
 
+/// An embedding model as the API serves it.
+pub struct ServedEmbedder {
+    pub model: Arc<EmbeddingModel>,
+    pub created: u64,
+}
+
 /// The served models, installed once they have loaded.
+#[derive(Default)]
 pub struct ModelRegistry {
     /// Every name a model answers to, aliases included.
     pub by_name: BTreeMap<String, Arc<ServedModel>>,
     /// The models in the order they were given, each once.
     pub list: Vec<Arc<ServedModel>>,
+    /// Embedding models by every name they answer to.
+    pub embedders: BTreeMap<String, Arc<ServedEmbedder>>,
 }
 
 impl ModelRegistry {
@@ -100,7 +111,20 @@ impl ModelRegistry {
             }
             list.push(model);
         }
-        Self { by_name, list }
+        Self {
+            by_name,
+            list,
+            embedders: BTreeMap::new(),
+        }
+    }
+
+    pub fn with_embedders(mut self, embedders: Vec<(Vec<String>, Arc<ServedEmbedder>)>) -> Self {
+        for (names, e) in embedders {
+            for name in names {
+                self.embedders.insert(name, e.clone());
+            }
+        }
+        self
     }
 }
 
@@ -111,6 +135,8 @@ pub struct AppState {
 
 pub struct AppInner {
     registry: OnceLock<ModelRegistry>,
+    /// Opened once the embedding models are in; absent without one.
+    knowledge: OnceLock<Arc<KnowledgeBase>>,
     pub keys: ApiKeys,
     pub limits: HttpLimits,
     pub lifecycle: Arc<Lifecycle>,
@@ -123,6 +149,7 @@ impl AppState {
         Self {
             inner: Arc::new(AppInner {
                 registry: OnceLock::new(),
+                knowledge: OnceLock::new(),
                 keys,
                 limits,
                 lifecycle,
@@ -138,16 +165,66 @@ impl AppState {
         self.inner.lifecycle.set_ready();
     }
 
+    /// Makes the knowledge routes servable. Call before `install_models`.
+    pub fn install_knowledge(&self, kb: Arc<KnowledgeBase>) {
+        let _ = self.inner.knowledge.set(kb);
+    }
+
+    /// The knowledge base; a clear 400 when the server runs without an embedding model.
+    pub fn knowledge(&self) -> Result<Arc<KnowledgeBase>, ApiError> {
+        self.registry()?;
+        self.inner
+            .knowledge
+            .get()
+            .cloned()
+            .ok_or_else(|| ApiError::InvalidRequest {
+                message: "the knowledge base needs an embedding model: start the server with \
+                      --embedding-model FOLDER"
+                    .into(),
+                param: None,
+                code: Some("embedding_model_unavailable"),
+            })
+    }
+
     /// The served models; `NotReady` while they load.
     pub fn registry(&self) -> Result<&ModelRegistry, ApiError> {
         self.inner.registry.get().ok_or(ApiError::NotReady)
     }
 
     pub fn model(&self, name: &str) -> Result<Arc<ServedModel>, ApiError> {
-        self.registry()?
-            .by_name
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ApiError::ModelNotFound(name.to_string()))
+        let registry = self.registry()?;
+        if let Some(m) = registry.by_name.get(name) {
+            return Ok(m.clone());
+        }
+        if registry.embedders.contains_key(name) {
+            return Err(ApiError::invalid(
+                format!("`{name}` is an embedding model; use it with /v1/embeddings"),
+                "model",
+            ));
+        }
+        Err(ApiError::ModelNotFound(name.to_string()))
+    }
+
+    pub fn embedding_model(&self, name: &str) -> Result<Arc<EmbeddingModel>, ApiError> {
+        let registry = self.registry()?;
+        if let Some(e) = registry.embedders.get(name) {
+            return Ok(e.model.clone());
+        }
+        if registry.by_name.contains_key(name) {
+            let loaded: Vec<&str> = registry.embedders.keys().map(String::as_str).collect();
+            return Err(ApiError::invalid(
+                format!(
+                    "`{name}` is a chat model, not an embedding model; embedding models served \
+                     here: {}",
+                    if loaded.is_empty() {
+                        "none (start with --embedding-model)".to_string()
+                    } else {
+                        loaded.join(", ")
+                    }
+                ),
+                "model",
+            ));
+        }
+        Err(ApiError::ModelNotFound(name.to_string()))
     }
 }

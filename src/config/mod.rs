@@ -50,6 +50,11 @@ impl PathsConfig {
         }
     }
 
+    /// The knowledge base: its SQLite store, vector indexes and uploaded files.
+    pub fn knowledge_dir(&self) -> PathBuf {
+        self.data_dir.join("knowledge")
+    }
+
     /// Where the built-in random test model is written on first use.
     pub fn builtin_model_dir(&self) -> PathBuf {
         self.data_dir

@@ -83,6 +83,9 @@ impl ModelEntry {
 pub struct ServeOptions {
     #[serde(default)]
     pub models: Vec<ModelEntry>,
+    /// Sentence-transformers folders served at /v1/embeddings (and used by the knowledge base).
+    #[serde(default)]
+    pub embedding_models: Vec<ModelEntry>,
     pub host: Option<String>,
     pub port: Option<u16>,
     #[serde(default)]
@@ -109,8 +112,10 @@ pub enum LogFormat {
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServeConfig {
-    /// At least one; an empty list from every source means the built-in test model.
+    /// Chat models. Empty from every source means the built-in test model, unless embedding
+    /// models are given: then the server runs with those alone.
     pub models: Vec<ModelEntry>,
+    pub embedding_models: Vec<ModelEntry>,
     pub host: String,
     pub port: u16,
     pub api_key_hashes: Vec<String>,
@@ -188,6 +193,10 @@ impl ServeOptions {
                 .iter()
                 .map(|m| ModelEntry::from_flag(m))
                 .collect(),
+            embedding_models: list("ENCLAVE_EMBEDDING_MODELS")
+                .iter()
+                .map(|m| ModelEntry::from_flag(m))
+                .collect(),
             host: get("ENCLAVE_HOST"),
             port: num(&get, "ENCLAVE_PORT")?,
             api_key_hashes: list("ENCLAVE_API_KEY_HASHES"),
@@ -220,6 +229,11 @@ impl ServeOptions {
                 other.models
             } else {
                 self.models
+            },
+            embedding_models: if self.embedding_models.is_empty() {
+                other.embedding_models
+            } else {
+                self.embedding_models
             },
             host: self.host.or(other.host),
             port: self.port.or(other.port),
@@ -263,7 +277,7 @@ impl ServeOptions {
                 ))
             }
         };
-        let models = if self.models.is_empty() {
+        let models = if self.models.is_empty() && self.embedding_models.is_empty() {
             vec![ModelEntry {
                 path: None,
                 name: None,
@@ -273,8 +287,15 @@ impl ServeOptions {
         } else {
             self.models
         };
+        if let Some(e) = self.embedding_models.iter().find(|e| e.path.is_none()) {
+            return Err(ConfigError::Invalid(format!(
+                "embedding model {:?} has no path; give the folder it was saved to",
+                e.name.as_deref().unwrap_or("")
+            )));
+        }
         Ok(ServeConfig {
             models,
+            embedding_models: self.embedding_models,
             host: self.host.unwrap_or_else(|| DEFAULT_HOST.into()),
             port: self.port.unwrap_or(DEFAULT_PORT),
             api_key_hashes: self.api_key_hashes,

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod batch;
 pub mod config;
 pub mod cpu;
+pub mod encoder;
 pub mod error;
 pub mod kv_cache;
 pub mod layers;

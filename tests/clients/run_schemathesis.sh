@@ -27,6 +27,7 @@ import os
 import schemathesis
 
 MODEL = os.environ.get("ENCLAVE_MODEL", "enclave-test-model")
+EMBEDDING_MODEL = os.environ.get("ENCLAVE_EMBEDDING_MODEL", "all-minilm-l6-v2")
 # Fuzzing is about the request and response documents, not throughput: a generated request may
 # ask for thousands of tokens (or, with no limit, the whole context) on a 2-core machine.
 # Valid values above these are lowered; invalid ones (negative, wrong type) are left alone to be
@@ -48,7 +49,7 @@ def before_call(context, case, kwargs):
     # and the request stops at 404 before any of the interesting validation. Name the served
     # model instead (the SDK suites test unknown models); a non-string stays, to be refused.
     if isinstance(body["model"], str):
-        body["model"] = MODEL
+        body["model"] = EMBEDDING_MODEL if case.operation.path == "/v1/embeddings" else MODEL
     if case.operation.path not in ("/v1/chat/completions", "/v1/completions"):
         return
     # `stream: true` answers with text/event-stream, which has no schema to check the chunks

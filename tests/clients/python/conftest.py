@@ -5,6 +5,7 @@ The server under test is found through the environment, as `tests/api_clients.rs
     ENCLAVE_BASE_URL   http://127.0.0.1:<port>/v1   (required)
     ENCLAVE_API_KEY    the bearer key                (default: test-key-123)
     ENCLAVE_MODEL      the served model id           (default: enclave-test-model)
+    ENCLAVE_EMBEDDING_MODEL  the served embedding model id (default: all-minilm-l6-v2)
 
 To run by hand against a server you started yourself:
 
@@ -28,6 +29,7 @@ import pytest
 BASE_URL = os.environ.get("ENCLAVE_BASE_URL", "").rstrip("/")
 API_KEY = os.environ.get("ENCLAVE_API_KEY", "test-key-123")
 MODEL = os.environ.get("ENCLAVE_MODEL", "enclave-test-model")
+EMBEDDING_MODEL = os.environ.get("ENCLAVE_EMBEDDING_MODEL", "all-minilm-l6-v2")
 
 # Requests to the tiny model finish in well under a second; this only bounds a hung server.
 REQUEST_TIMEOUT_S = 120.0

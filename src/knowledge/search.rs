@@ -1,0 +1,189 @@
+//! Search: BM25, vector, or both fused by reciprocal rank fusion, over one or more
+//! collections, with metadata filters and citation fields on every hit.
+//!
+//! Owns the fusion rule: each list contributes `1 / (RRF_K + rank)` per chunk, so a chunk
+//! found by both methods outranks one found well by only one, and neither method's score scale
+//! matters. Depends on `store`, `lexical`, `index` and the `Embedder` trait.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use super::error::{KnowledgeError, Result};
+use super::kb::KnowledgeBase;
+use super::types::{ChunkRecord, SearchFilter};
+
+/// The customary RRF constant: damps the head of each list so one method cannot dominate.
+pub const RRF_K: f64 = 60.0;
+/// Candidates each method contributes per requested hit.
+const CANDIDATES_PER_HIT: usize = 5;
+const MIN_CANDIDATES: usize = 50;
+pub const MAX_TOP_K: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    #[default]
+    Hybrid,
+    Bm25,
+    Vector,
+}
+
+impl FromStr for SearchMode {
+    type Err = KnowledgeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "hybrid" => Ok(Self::Hybrid),
+            "bm25" | "keyword" => Ok(Self::Bm25),
+            "vector" | "semantic" => Ok(Self::Vector),
+            other => Err(KnowledgeError::InvalidArgument {
+                field: "mode".into(),
+                problem: format!("`{other}`; expected hybrid, bm25 or vector"),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub collections: Vec<String>,
+    pub query: String,
+    pub top_k: usize,
+    pub filter: SearchFilter,
+    pub mode: SearchMode,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchHit {
+    /// The fused score in hybrid mode; BM25 or cosine similarity otherwise. Higher is better.
+    pub score: f64,
+    pub bm25_rank: Option<usize>,
+    pub bm25_score: Option<f64>,
+    pub vector_rank: Option<usize>,
+    pub vector_score: Option<f32>,
+    #[serde(flatten)]
+    pub chunk: ChunkRecord,
+}
+
+#[derive(Default)]
+struct Candidate {
+    bm25: Option<(usize, f64)>,
+    vector: Option<(usize, f32)>,
+}
+
+impl KnowledgeBase {
+    pub fn search(&self, req: &SearchRequest) -> Result<Vec<SearchHit>> {
+        if req.top_k == 0 || req.top_k > MAX_TOP_K {
+            return Err(KnowledgeError::InvalidArgument {
+                field: "top_k".into(),
+                problem: format!("{}; must be between 1 and {MAX_TOP_K}", req.top_k),
+            });
+        }
+        if req.collections.is_empty() {
+            return Err(KnowledgeError::InvalidArgument {
+                field: "collections".into(),
+                problem: "name at least one collection".into(),
+            });
+        }
+        let collections = req
+            .collections
+            .iter()
+            .map(|n| self.store.collection(n))
+            .collect::<Result<Vec<_>>>()?;
+        let depth = (req.top_k * CANDIDATES_PER_HIT).max(MIN_CANDIDATES);
+        let mut candidates: HashMap<i64, Candidate> = HashMap::new();
+        if req.mode != SearchMode::Vector {
+            let ids: Vec<i64> = collections.iter().map(|c| c.id).collect();
+            let hits = self
+                .store
+                .bm25_search(&ids, &req.query, &req.filter, depth)?;
+            for (rank, (id, score)) in hits.into_iter().enumerate() {
+                candidates.entry(id).or_default().bm25 = Some((rank + 1, score));
+            }
+        }
+        if req.mode != SearchMode::Bm25 {
+            let mut hits = Vec::new();
+            let mut queries: HashMap<String, Vec<f32>> = HashMap::new();
+            for c in &collections {
+                let e = self.embedder_for(c)?;
+                let q = match queries.get(e.model_id()) {
+                    Some(q) => q.clone(),
+                    None => {
+                        let q = e.embed_query(&req.query).map_err(|message| {
+                            KnowledgeError::Embedding {
+                                model: e.model_id().into(),
+                                message,
+                            }
+                        })?;
+                        queries.insert(e.model_id().into(), q.clone());
+                        q
+                    }
+                };
+                let allowed = if req.filter.is_empty() {
+                    None
+                } else {
+                    Some(self.store.filtered_chunk_ids(c.id, &req.filter)?)
+                };
+                hits.extend(self.index(c)?.search(&q, depth, allowed.as_ref())?);
+            }
+            hits.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (rank, (id, sim)) in hits.into_iter().take(depth).enumerate() {
+                candidates.entry(id).or_default().vector = Some((rank + 1, sim));
+            }
+        }
+        let mut ranked: Vec<(i64, f64, Candidate)> = candidates
+            .into_iter()
+            .map(|(id, c)| (id, score(&c, req.mode), c))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(req.top_k);
+        let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
+        let records = self.store.chunks(&ids)?;
+        let mut by_id: HashMap<i64, ChunkRecord> =
+            records.into_iter().map(|r| (r.chunk_id, r)).collect();
+        Ok(ranked
+            .into_iter()
+            .filter_map(|(id, score, c)| {
+                Some(SearchHit {
+                    score,
+                    bm25_rank: c.bm25.map(|b| b.0),
+                    bm25_score: c.bm25.map(|b| b.1),
+                    vector_rank: c.vector.map(|v| v.0),
+                    vector_score: c.vector.map(|v| v.1),
+                    chunk: by_id.remove(&id)?,
+                })
+            })
+            .collect())
+    }
+}
+
+fn score(c: &Candidate, mode: SearchMode) -> f64 {
+    match mode {
+        SearchMode::Bm25 => c.bm25.map_or(f64::MIN, |b| b.1),
+        SearchMode::Vector => c.vector.map_or(f64::MIN, |v| v.1 as f64),
+        SearchMode::Hybrid => {
+            let rrf = |rank: usize| 1.0 / (RRF_K + rank as f64);
+            c.bm25.map_or(0.0, |b| rrf(b.0)) + c.vector.map_or(0.0, |v| rrf(v.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_both_methods_find_outranks_one_found_first_by_only_one() {
+        let both = Candidate {
+            bm25: Some((3, 1.0)),
+            vector: Some((3, 0.5)),
+        };
+        let one = Candidate {
+            bm25: Some((1, 9.0)),
+            vector: None,
+        };
+        assert!(score(&both, SearchMode::Hybrid) > score(&one, SearchMode::Hybrid));
+        assert!(score(&one, SearchMode::Bm25) > score(&both, SearchMode::Bm25));
+    }
+}

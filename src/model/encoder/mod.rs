@@ -1,0 +1,273 @@
+//! BERT-family encoders (BERT, RoBERTa, XLM-RoBERTa): token ids in, one hidden state per token
+//! out, for sentence embeddings and cross-encoder rerankers.
+//!
+//! Sequences are packed back to back with no padding: attention runs per sequence over its own
+//! rows, so a short text in a batch of long ones costs only its own tokens, and a text's
+//! vectors never depend on what it was batched with. Pure compute over mapped weights; must not
+//! depend on tokenizers, requests or anything above `model`.
+
+mod config;
+
+use candle_core::{Device, Tensor};
+
+pub use config::{EncoderConfig, HiddenAct, PositionScheme, SUPPORTED_ENCODERS};
+
+use super::error::{ModelError, Result};
+use super::layers::{load_vector, Embedding, Linear};
+use super::weights::Weights;
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    /// Accepts both `weight`/`bias` and the older `gamma`/`beta` names.
+    fn load(w: &Weights, prefix: &str, len: usize, eps: f64, device: &Device) -> Result<Self> {
+        let (wn, bn) = if w.contains(&format!("{prefix}.gamma")) {
+            ("gamma", "beta")
+        } else {
+            ("weight", "bias")
+        };
+        Ok(Self {
+            weight: load_vector(w, &format!("{prefix}.{wn}"), len, device)?,
+            bias: load_vector(w, &format!("{prefix}.{bn}"), len, device)?,
+            eps: eps as f32,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm(
+            &x.contiguous()?,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )?)
+    }
+}
+
+struct EncoderLayer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+impl EncoderLayer {
+    fn load(w: &Weights, prefix: &str, c: &EncoderConfig, device: &Device) -> Result<Self> {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let lin = |name: &str, n_in, n_out| {
+            Linear::load(w, &format!("{prefix}.{name}"), n_in, n_out, true, device)
+        };
+        let eps = c.layer_norm_eps;
+        Ok(Self {
+            query: lin("attention.self.query", h, h)?,
+            key: lin("attention.self.key", h, h)?,
+            value: lin("attention.self.value", h, h)?,
+            attention_out: lin("attention.output.dense", h, h)?,
+            attention_norm: LayerNorm::load(
+                w,
+                &format!("{prefix}.attention.output.LayerNorm"),
+                h,
+                eps,
+                device,
+            )?,
+            intermediate: lin("intermediate.dense", h, i)?,
+            output: lin("output.dense", i, h)?,
+            output_norm: LayerNorm::load(w, &format!("{prefix}.output.LayerNorm"), h, eps, device)?,
+        })
+    }
+}
+
+/// A loaded encoder. `forward` is safe to call from several threads, but on the CPU callers
+/// should run one at a time: each call already uses every core.
+pub struct Encoder {
+    config: EncoderConfig,
+    word_embeddings: Embedding,
+    position_embeddings: Embedding,
+    token_types: Embedding,
+    embedding_norm: LayerNorm,
+    layers: Vec<EncoderLayer>,
+    device: Device,
+}
+
+/// Checkpoints are saved with or without the task model's prefix.
+const PREFIXES: [&str; 4] = ["", "bert.", "roberta.", "model."];
+
+impl Encoder {
+    pub fn load(config: EncoderConfig, weights: &Weights, device: &Device) -> Result<Self> {
+        let prefix = PREFIXES
+            .iter()
+            .find(|p| weights.contains(&format!("{p}embeddings.word_embeddings.weight")))
+            .copied()
+            .ok_or_else(|| {
+                // Reports the unprefixed name: the first place an operator would look.
+                weights
+                    .get("embeddings.word_embeddings.weight")
+                    .err()
+                    .unwrap_or(ModelError::Batch("encoder weights not found".into()))
+            })?;
+        let c = &config;
+        let h = c.hidden_size;
+        let word_embeddings = Embedding::load(
+            weights,
+            &format!("{prefix}embeddings.word_embeddings.weight"),
+            c.vocab_size,
+            h,
+        )?;
+        let position_embeddings = Embedding::load(
+            weights,
+            &format!("{prefix}embeddings.position_embeddings.weight"),
+            c.max_position_embeddings,
+            h,
+        )?;
+        let types = Embedding::load(
+            weights,
+            &format!("{prefix}embeddings.token_type_embeddings.weight"),
+            c.type_vocab_size,
+            h,
+        )?;
+        let embedding_norm = LayerNorm::load(
+            weights,
+            &format!("{prefix}embeddings.LayerNorm"),
+            h,
+            c.layer_norm_eps,
+            device,
+        )?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| EncoderLayer::load(weights, &format!("{prefix}encoder.layer.{i}"), c, device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config,
+            word_embeddings,
+            position_embeddings,
+            token_types: types,
+            embedding_norm,
+            layers,
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &EncoderConfig {
+        &self.config
+    }
+
+    /// `ids` holds the sequences back to back, `seq_lens` their lengths. Returns the last
+    /// hidden state, `[ids.len(), hidden_size]`, f32.
+    pub fn forward(&self, ids: &[u32], seq_lens: &[usize]) -> Result<Tensor> {
+        self.forward_typed(ids, None, seq_lens)
+    }
+
+    /// As `forward`, with a token type per id (a cross-encoder's second segment is type 1);
+    /// `None` is type 0 throughout.
+    pub fn forward_typed(
+        &self,
+        ids: &[u32],
+        type_ids: Option<&[u32]>,
+        seq_lens: &[usize],
+    ) -> Result<Tensor> {
+        self.check_batch(ids, seq_lens)?;
+        let zeros;
+        let type_ids = match type_ids {
+            Some(t) => {
+                let max = self.config.type_vocab_size as u32;
+                if t.len() != ids.len() || t.iter().any(|&x| x >= max) {
+                    return Err(ModelError::Batch(format!(
+                        "token types must be one per id and below {max}"
+                    )));
+                }
+                t
+            }
+            None => {
+                zeros = vec![0u32; ids.len()];
+                &zeros
+            }
+        };
+        let positions: Vec<u32> = seq_lens
+            .iter()
+            .flat_map(|&len| (0..len).map(|i| self.config.position_id(i) as u32))
+            .collect();
+        let words = self.word_embeddings.forward(ids, &self.device)?;
+        let pos = self.position_embeddings.forward(&positions, &self.device)?;
+        let types = self.token_types.forward(type_ids, &self.device)?;
+        let mut h = self.embedding_norm.forward(&((words + pos)? + types)?)?;
+        for layer in &self.layers {
+            h = self.layer_forward(layer, &h, seq_lens)?;
+        }
+        Ok(h)
+    }
+
+    fn check_batch(&self, ids: &[u32], seq_lens: &[usize]) -> Result<()> {
+        if seq_lens.iter().sum::<usize>() != ids.len() {
+            return Err(ModelError::Batch(format!(
+                "sequence lengths sum to {}, but {} ids were given",
+                seq_lens.iter().sum::<usize>(),
+                ids.len()
+            )));
+        }
+        let max = self.config.max_input_len();
+        if let Some(len) = seq_lens.iter().find(|&&l| l > max || l == 0) {
+            return Err(ModelError::Batch(format!(
+                "a sequence of {len} tokens is outside 1..={max}, the encoder's input range"
+            )));
+        }
+        if let Some(id) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            return Err(ModelError::Batch(format!(
+                "token id {id} is outside the vocabulary of {} tokens",
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    fn layer_forward(&self, l: &EncoderLayer, h: &Tensor, seq_lens: &[usize]) -> Result<Tensor> {
+        let q = l.query.forward(h)?;
+        let k = l.key.forward(h)?;
+        let v = l.value.forward(h)?;
+        let ctx = self.attention(&q, &k, &v, seq_lens)?;
+        let h = l
+            .attention_norm
+            .forward(&(l.attention_out.forward(&ctx)? + h)?)?;
+        let inter = l.intermediate.forward(&h)?;
+        let inter = match self.config.hidden_act {
+            HiddenAct::Gelu => inter.gelu_erf()?,
+            HiddenAct::GeluTanh => inter.gelu()?,
+            HiddenAct::Relu => inter.relu()?,
+        };
+        l.output_norm.forward(&(l.output.forward(&inter)? + h)?)
+    }
+
+    /// Full (bidirectional) attention within each sequence.
+    fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, seq_lens: &[usize]) -> Result<Tensor> {
+        let c = &self.config;
+        let (heads, d) = (c.num_attention_heads, c.head_dim());
+        let scale = 1.0 / (d as f64).sqrt();
+        let split = |t: &Tensor, start, len| -> Result<Tensor> {
+            Ok(t.narrow(0, start, len)?
+                .reshape((len, heads, d))?
+                .transpose(0, 1)?
+                .contiguous()?)
+        };
+        let mut outs = Vec::with_capacity(seq_lens.len());
+        let mut start = 0;
+        for &len in seq_lens {
+            let qs = (split(q, start, len)? * scale)?;
+            let ks = split(k, start, len)?;
+            let vs = split(v, start, len)?;
+            let scores = qs.matmul(&ks.transpose(1, 2)?)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let ctx = probs.matmul(&vs)?;
+            outs.push(ctx.transpose(0, 1)?.reshape((len, heads * d))?);
+            start += len;
+        }
+        Ok(Tensor::cat(&outs, 0)?)
+    }
+}
