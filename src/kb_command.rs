@@ -12,8 +12,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use enclave::config::serve::split_named;
 use enclave::config::PathsConfig;
-use enclave::embedding::EmbeddingModel;
+use enclave::embedding::{EmbeddingModel, Reranker};
 use enclave::knowledge::formats::KindHint;
 use enclave::knowledge::{
     Collection, CollectionParams, Embedder, IngestEvent, IngestOptions, KnowledgeBase, OpenMode,
@@ -112,6 +113,9 @@ struct SearchArgs {
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
+    /// A cross-encoder folder ([NAME=]FOLDER) that reorders the best hits
+    #[arg(long)]
+    reranker: Option<String>,
     #[command(flatten)]
     model: ModelArg,
 }
@@ -131,10 +135,7 @@ struct RebuildArgs {
 
 /// Loads `NAME=FOLDER` or `FOLDER`.
 fn load_model(spec: &str) -> Result<Arc<EmbeddingModel>> {
-    let (name, path) = match spec.split_once('=') {
-        Some((n, p)) if !n.is_empty() && !n.contains('/') => (Some(n.to_string()), p),
-        _ => (None, spec),
-    };
+    let (name, path) = split_named(spec);
     let model = EmbeddingModel::load(Path::new(path), name)?;
     Ok(Arc::new(model))
 }
@@ -353,6 +354,10 @@ fn search(dir: &Path, a: SearchArgs) -> Result<()> {
         models_for(dir, a.model.embedding_model.as_deref(), &collections)?
     };
     let kb = KnowledgeBase::open(dir, embedders, OpenMode::ReadOnly)?;
+    if let Some(spec) = &a.reranker {
+        let (name, path) = split_named(spec);
+        kb.set_reranker(Arc::new(Reranker::load(Path::new(path), name, None)?));
+    }
     let hits = kb.search(&SearchRequest {
         collections,
         query: a.query,

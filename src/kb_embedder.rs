@@ -1,10 +1,21 @@
-//! Wiring: a loaded [`EmbeddingModel`] is the knowledge base's [`Embedder`].
+//! Wiring: a loaded [`EmbeddingModel`] is the knowledge base's [`Embedder`], and a loaded
+//! cross-encoder [`Reranker`] its [`Rerank`].
 //!
 //! Lives outside both modules so that `knowledge` never depends on a concrete model and
 //! `embedding` never on the knowledge base.
 
-use crate::embedding::EmbeddingModel;
-use crate::knowledge::Embedder;
+use crate::embedding::{EmbeddingModel, Reranker};
+use crate::knowledge::{Embedder, Rerank};
+
+impl Rerank for Reranker {
+    fn model_id(&self) -> &str {
+        self.id()
+    }
+
+    fn rerank(&self, query: &str, passages: &[String]) -> Result<Vec<f32>, String> {
+        self.score(query, passages).map_err(|e| e.to_string())
+    }
+}
 
 impl Embedder for EmbeddingModel {
     fn model_id(&self) -> &str {

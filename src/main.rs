@@ -125,6 +125,9 @@ struct ServeArgs {
     /// An embedding model to serve at /v1/embeddings, repeatable: a sentence-transformers folder (modules.json, pooling config); NAME=FOLDER serves it as NAME. With only embedding models, no chat model is loaded
     #[arg(long = "embedding-model")]
     embedding_models: Vec<String>,
+    /// A cross-encoder folder ([NAME=]FOLDER) that reorders the best knowledge-base search hits (vector-store and admin search)
+    #[arg(long)]
+    reranker: Option<String>,
     /// Address to listen on; 0.0.0.0 exposes the server to the network [default: 127.0.0.1]
     #[arg(long)]
     host: Option<String>,
@@ -175,6 +178,7 @@ impl ServeArgs {
                 .iter()
                 .map(|m| ModelEntry::from_flag(m))
                 .collect(),
+            reranker: self.reranker.clone(),
             host: self.host.clone(),
             port: self.port,
             api_key_hashes: self.api_key_hashes.clone(),

@@ -24,7 +24,7 @@ use crate::api::{
 use crate::bundle::{resolve_model, BundleError, ModelBundle};
 use crate::config::serve::{EngineOptions, ModelEntry, ServeConfig};
 use crate::config::PathsConfig;
-use crate::embedding::EmbeddingModel;
+use crate::embedding::{EmbeddingModel, Reranker};
 use crate::engine::grammar::GrammarVocab;
 use crate::engine::{spawn_engine, EngineConfig, EngineError, KvCacheMemory};
 use crate::knowledge::{Embedder, KnowledgeBase, OpenMode};
@@ -216,6 +216,7 @@ pub fn load_embedding_model(
 fn open_knowledge(
     paths: &PathsConfig,
     registry: &ModelRegistry,
+    reranker: Option<String>,
 ) -> Result<Option<Arc<KnowledgeBase>>, ServerError> {
     let mut embedders: Vec<Arc<dyn Embedder>> = Vec::new();
     for e in registry.embedders.values() {
@@ -228,6 +229,12 @@ fn open_knowledge(
     }
     let dir = paths.knowledge_dir();
     let kb = KnowledgeBase::open(&dir, embedders, OpenMode::ReadWrite)?;
+    if let Some(spec) = &reranker {
+        let (name, path) = crate::config::serve::split_named(spec);
+        let r = Reranker::load(std::path::Path::new(path), name, None)?;
+        tracing::info!(reranker = r.id(), "knowledge-base searches are reranked");
+        kb.set_reranker(Arc::new(r));
+    }
     tracing::info!(dir = %dir.display(), collections = kb.store().collections()?.len(), "knowledge base open");
     Ok(Some(Arc::new(kb)))
 }
@@ -348,7 +355,7 @@ pub async fn run(
     let (load_paths, load_config) = (paths.clone(), config.clone());
     let loaded = tokio::task::spawn_blocking(move || {
         let registry = load_all(&load_paths, &load_config, &engine)?;
-        let kb = open_knowledge(&load_paths, &registry)?;
+        let kb = open_knowledge(&load_paths, &registry, load_config.reranker.clone())?;
         Ok::<_, ServerError>((registry, kb))
     })
     .await

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use enclave::embedding::EmbeddingModel;
 use enclave::knowledge::{
-    CollectionParams, Embedder, IngestOptions, KnowledgeBase, KnowledgeError, OpenMode,
+    CollectionParams, Embedder, IngestOptions, KnowledgeBase, KnowledgeError, OpenMode, Rerank,
     SearchFilter, SearchMode, SearchRequest,
 };
 
@@ -416,4 +416,44 @@ fn a_second_writer_is_refused_while_the_first_holds_the_directory() {
         .unwrap();
     assert!(matches!(err, KnowledgeError::Locked { .. }), "{err}");
     KnowledgeBase::open(tmp.path(), Vec::new(), OpenMode::ReadOnly).unwrap();
+}
+
+/// Scores a passage by whether it mentions one word: a stand-in cross-encoder whose preferred
+/// order is known in advance.
+struct PrefersWord(&'static str);
+
+impl Rerank for PrefersWord {
+    fn model_id(&self) -> &str {
+        "prefers-word"
+    }
+    fn rerank(&self, _query: &str, passages: &[String]) -> Result<Vec<f32>, String> {
+        Ok(passages
+            .iter()
+            .map(|p| if p.contains(self.0) { 10.0 } else { 0.0 })
+            .collect())
+    }
+}
+
+#[test]
+fn a_reranker_reorders_the_fused_hits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = docs_folder(tmp.path());
+    let kb = open(&tmp.path().join("kb"));
+    create(&kb, "support");
+    kb.ingest_path("support", &docs, &IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    let query = hybrid("support", "I forgot my password and cannot sign in", 3);
+    let plain = kb.search(&query).unwrap();
+    assert_eq!(plain[0].chunk.title, "Resetting your password");
+    assert!(plain.iter().all(|h| h.rerank_score.is_none()));
+    kb.set_reranker(Arc::new(PrefersWord("Canada")));
+    let reranked = kb.search(&query).unwrap();
+    assert_eq!(reranked.len(), 3);
+    assert!(
+        reranked[0].chunk.text.contains("Canada"),
+        "{:?}",
+        reranked[0].chunk.text
+    );
+    assert_eq!(reranked[0].rerank_score, Some(10.0));
+    assert!(reranked.windows(2).all(|w| w[0].score >= w[1].score));
 }

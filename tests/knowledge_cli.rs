@@ -83,6 +83,28 @@ fn create_add_list_search_remove_from_the_command_line() {
         hits[0]["source"].as_str().unwrap().ends_with("hours.txt"),
         "{out}"
     );
+    let reranker =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rerankers/tiny-bert-reranker");
+    let out = ok(&enclave(
+        &data,
+        &[
+            "kb",
+            "search",
+            "help",
+            "when can I call you",
+            "--json",
+            "--reranker",
+            reranker.to_str().unwrap(),
+        ],
+    ));
+    let hits: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(hits.as_array().unwrap().len(), 2, "{out}");
+    assert!(hits[0]["rerank_score"].is_number(), "{out}");
+    let (score, rerank) = (
+        hits[0]["score"].as_f64().unwrap(),
+        hits[0]["rerank_score"].as_f64().unwrap(),
+    );
+    assert!((score - rerank).abs() < 1e-6, "{out}");
     let out = enclave(&data, &["kb", "search", "nope", "x"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -61,13 +61,18 @@ pub struct ModelEntry {
     pub tool_call_parser: Option<String>,
 }
 
+/// `NAME=SPEC` → (Some(NAME), SPEC); a `=` inside a path (after a `/`) is not a name.
+pub fn split_named(flag: &str) -> (Option<String>, &str) {
+    match flag.split_once('=') {
+        Some((n, p)) if !n.is_empty() && !n.contains('/') => (Some(n.to_string()), p),
+        _ => (None, flag),
+    }
+}
+
 impl ModelEntry {
     /// `--model SPEC` or `--model NAME=SPEC`.
     pub fn from_flag(flag: &str) -> Self {
-        let (name, path) = match flag.split_once('=') {
-            Some((n, p)) if !n.is_empty() && !n.contains('/') => (Some(n.to_string()), p),
-            _ => (None, flag),
-        };
+        let (name, path) = split_named(flag);
         Self {
             path: Some(path.to_string()),
             name,
@@ -86,6 +91,8 @@ pub struct ServeOptions {
     /// Sentence-transformers folders served at /v1/embeddings (and used by the knowledge base).
     #[serde(default)]
     pub embedding_models: Vec<ModelEntry>,
+    /// A cross-encoder folder (`[NAME=]FOLDER`) that reorders knowledge-base search hits.
+    pub reranker: Option<String>,
     pub host: Option<String>,
     pub port: Option<u16>,
     #[serde(default)]
@@ -116,6 +123,7 @@ pub struct ServeConfig {
     /// models are given: then the server runs with those alone.
     pub models: Vec<ModelEntry>,
     pub embedding_models: Vec<ModelEntry>,
+    pub reranker: Option<String>,
     pub host: String,
     pub port: u16,
     pub api_key_hashes: Vec<String>,
@@ -197,6 +205,7 @@ impl ServeOptions {
                 .iter()
                 .map(|m| ModelEntry::from_flag(m))
                 .collect(),
+            reranker: get("ENCLAVE_RERANKER"),
             host: get("ENCLAVE_HOST"),
             port: num(&get, "ENCLAVE_PORT")?,
             api_key_hashes: list("ENCLAVE_API_KEY_HASHES"),
@@ -235,6 +244,7 @@ impl ServeOptions {
             } else {
                 self.embedding_models
             },
+            reranker: self.reranker.or(other.reranker),
             host: self.host.or(other.host),
             port: self.port.or(other.port),
             api_key_hashes: list(self.api_key_hashes, other.api_key_hashes),
@@ -287,6 +297,13 @@ impl ServeOptions {
         } else {
             self.models
         };
+        if self.reranker.is_some() && self.embedding_models.is_empty() {
+            return Err(ConfigError::Invalid(
+                "a reranker reorders knowledge-base searches, which need an embedding model: \
+                 add --embedding-model"
+                    .into(),
+            ));
+        }
         if let Some(e) = self.embedding_models.iter().find(|e| e.path.is_none()) {
             return Err(ConfigError::Invalid(format!(
                 "embedding model {:?} has no path; give the folder it was saved to",
@@ -295,6 +312,7 @@ impl ServeOptions {
         }
         Ok(ServeConfig {
             models,
+            reranker: self.reranker,
             embedding_models: self.embedding_models,
             host: self.host.unwrap_or_else(|| DEFAULT_HOST.into()),
             port: self.port.unwrap_or(DEFAULT_PORT),

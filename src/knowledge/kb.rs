@@ -17,7 +17,7 @@ use super::index::{Staleness, VectorIndex};
 use super::lock::DirLock;
 use super::store::Store;
 use super::types::{Collection, NewCollection, Quantization};
-use super::Embedder;
+use super::{Embedder, Rerank};
 
 /// Whether this process may change the knowledge base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,7 @@ pub struct KnowledgeBase {
     pub(super) store: Store,
     pub(super) indexes: RwLock<HashMap<i64, Arc<VectorIndex>>>,
     embedders: RwLock<HashMap<String, Arc<dyn Embedder>>>,
+    reranker: RwLock<Option<Arc<dyn Rerank>>>,
     mode: OpenMode,
     _lock: Option<DirLock>,
 }
@@ -99,6 +100,7 @@ impl KnowledgeBase {
                     .map(|e| (e.model_id().to_string(), e))
                     .collect(),
             ),
+            reranker: RwLock::new(None),
             mode,
             _lock: lock,
         };
@@ -125,6 +127,18 @@ impl KnowledgeBase {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(e.model_id().to_string(), e);
+    }
+
+    /// From now on, searches reorder their best fused hits with `reranker`.
+    pub fn set_reranker(&self, reranker: Arc<dyn Rerank>) {
+        *self.reranker.write().unwrap_or_else(|p| p.into_inner()) = Some(reranker);
+    }
+
+    pub fn reranker(&self) -> Option<Arc<dyn Rerank>> {
+        self.reranker
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn embedder_ids(&self) -> Vec<String> {

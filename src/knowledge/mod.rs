@@ -33,6 +33,13 @@ pub use lexical::fts_query;
 pub use search::{SearchHit, SearchMode, SearchRequest, RRF_K};
 pub use types::{ChunkRecord, Collection, DocumentRecord, Quantization, SearchFilter};
 
+/// Scores (query, passage) pairs jointly: a cross-encoder that reorders the best fused hits.
+pub trait Rerank: Send + Sync {
+    fn model_id(&self) -> &str;
+    /// One score per passage; higher is more relevant.
+    fn rerank(&self, query: &str, passages: &[String]) -> std::result::Result<Vec<f32>, String>;
+}
+
 /// Turns text into vectors for the knowledge base.
 pub trait Embedder: Send + Sync {
     fn model_id(&self) -> &str;

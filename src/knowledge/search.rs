@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::error::{KnowledgeError, Result};
 use super::kb::KnowledgeBase;
 use super::types::{ChunkRecord, SearchFilter};
+use super::Rerank;
 
 /// The customary RRF constant: damps the head of each list so one method cannot dominate.
 pub const RRF_K: f64 = 60.0;
@@ -20,6 +21,10 @@ pub const RRF_K: f64 = 60.0;
 const CANDIDATES_PER_HIT: usize = 5;
 const MIN_CANDIDATES: usize = 50;
 pub const MAX_TOP_K: usize = 100;
+/// Fused hits a reranker reorders per requested hit (at least `MIN_RERANK`): a cross-encoder
+/// costs a forward per pair, so it sees the head of the list, not all of it.
+const RERANK_PER_HIT: usize = 3;
+const MIN_RERANK: usize = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -56,8 +61,10 @@ pub struct SearchRequest {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchHit {
-    /// The fused score in hybrid mode; BM25 or cosine similarity otherwise. Higher is better.
+    /// The reranker's score when one is set; else the fused score in hybrid mode, BM25 or
+    /// cosine similarity otherwise. Higher is better.
     pub score: f64,
+    pub rerank_score: Option<f32>,
     pub bm25_rank: Option<usize>,
     pub bm25_score: Option<f64>,
     pub vector_rank: Option<usize>,
@@ -137,16 +144,22 @@ impl KnowledgeBase {
             .map(|(id, c)| (id, score(&c, req.mode), c))
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked.truncate(req.top_k);
+        let reranker = self.reranker();
+        let keep = match reranker {
+            Some(_) => (req.top_k * RERANK_PER_HIT).max(MIN_RERANK),
+            None => req.top_k,
+        };
+        ranked.truncate(keep);
         let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
         let records = self.store.chunks(&ids)?;
         let mut by_id: HashMap<i64, ChunkRecord> =
             records.into_iter().map(|r| (r.chunk_id, r)).collect();
-        Ok(ranked
+        let mut hits: Vec<SearchHit> = ranked
             .into_iter()
             .filter_map(|(id, score, c)| {
                 Some(SearchHit {
                     score,
+                    rerank_score: None,
                     bm25_rank: c.bm25.map(|b| b.0),
                     bm25_score: c.bm25.map(|b| b.1),
                     vector_rank: c.vector.map(|v| v.0),
@@ -154,8 +167,38 @@ impl KnowledgeBase {
                     chunk: by_id.remove(&id)?,
                 })
             })
-            .collect())
+            .collect();
+        if let Some(r) = reranker {
+            rerank(r.as_ref(), &req.query, &mut hits)?;
+        }
+        hits.truncate(req.top_k);
+        Ok(hits)
     }
+}
+
+fn rerank(r: &dyn Rerank, query: &str, hits: &mut [SearchHit]) -> Result<()> {
+    let passages: Vec<String> = hits
+        .iter()
+        .map(|h| {
+            if h.chunk.heading_path.is_empty() {
+                h.chunk.text.clone()
+            } else {
+                format!("{}\n{}", h.chunk.heading_path, h.chunk.text)
+            }
+        })
+        .collect();
+    let scores = r
+        .rerank(query, &passages)
+        .map_err(|message| KnowledgeError::Embedding {
+            model: r.model_id().into(),
+            message,
+        })?;
+    for (h, s) in hits.iter_mut().zip(scores) {
+        h.rerank_score = Some(s);
+        h.score = s as f64;
+    }
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    Ok(())
 }
 
 fn score(c: &Candidate, mode: SearchMode) -> f64 {
