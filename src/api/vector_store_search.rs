@@ -59,7 +59,8 @@ pub struct SearchResult {
     /// Null for chunks that did not come from an uploaded file (a CLI ingest, say).
     pub file_id: Option<String>,
     pub filename: String,
-    /// The fused rank score over 0..1: 1 is first for both BM25 and vectors.
+    /// Over 0..1: the fused rank score (1 is first for both BM25 and vectors), or the
+    /// reranker's probability when one is set.
     pub score: f64,
     pub attributes: Map<String, Value>,
     pub content: Vec<TextContent>,
@@ -183,7 +184,12 @@ pub async fn search(
         let mut files: HashMap<String, (String, Map<String, Value>)> = HashMap::new();
         let mut data = Vec::new();
         for hit in hits {
-            let score = (hit.score / BEST_RRF).clamp(0.0, 1.0);
+            // A cross-encoder's logit goes through the logistic function, the scale it was
+            // trained on; a fused rank score is divided by the best one possible.
+            let score = match hit.rerank_score {
+                Some(logit) => 1.0 / (1.0 + (-(logit as f64)).exp()),
+                None => (hit.score / BEST_RRF).clamp(0.0, 1.0),
+            };
             if score < threshold {
                 continue;
             }

@@ -235,24 +235,15 @@ impl EmbeddingModel {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let mut vectors = vec![Vec::new(); ids.len()];
-        let mut start = 0;
-        while start < order.len() {
-            let mut end = start;
-            let mut tokens = 0;
-            while end < order.len()
-                && (end == start || tokens + ids[order[end]].len() <= MAX_BATCH_TOKENS)
-            {
-                tokens += ids[order[end]].len();
-                end += 1;
-            }
-            let batch: Vec<&[u32]> = order[start..end]
+        let lens: Vec<usize> = order.iter().map(|&i| ids[i].len()).collect();
+        for range in token_batches(&lens, MAX_BATCH_TOKENS) {
+            let batch: Vec<&[u32]> = order[range.clone()]
                 .iter()
                 .map(|&i| ids[i].as_slice())
                 .collect();
-            for (&i, v) in order[start..end].iter().zip(self.forward_batch(&batch)?) {
+            for (&i, v) in order[range].iter().zip(self.forward_batch(&batch)?) {
                 vectors[i] = v;
             }
-            start = end;
         }
         Ok(EmbeddingOutput {
             vectors,
@@ -282,6 +273,24 @@ impl EmbeddingModel {
         }
         Ok(out)
     }
+}
+
+/// Consecutive ranges of `lens` whose sums stay within `budget` (an item over the budget
+/// goes alone), so each forward stays bounded in memory.
+pub(crate) fn token_batches(lens: &[usize], budget: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < lens.len() {
+        let mut end = start;
+        let mut tokens = 0;
+        while end < lens.len() && (end == start || tokens + lens[end] <= budget) {
+            tokens += lens[end];
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
 }
 
 fn folder_name(dir: &Path) -> String {

@@ -129,19 +129,10 @@ impl Reranker {
             .iter()
             .map(|p| self.encode_pair(query, p))
             .collect::<Result<Vec<_>>>()?;
+        let lens: Vec<usize> = pairs.iter().map(|p| p.0.len()).collect();
         let mut scores = Vec::with_capacity(pairs.len());
-        let mut start = 0;
-        while start < pairs.len() {
-            let mut end = start;
-            let mut tokens = 0;
-            while end < pairs.len()
-                && (end == start || tokens + pairs[end].0.len() <= MAX_BATCH_TOKENS)
-            {
-                tokens += pairs[end].0.len();
-                end += 1;
-            }
-            scores.extend(self.forward_batch(&pairs[start..end])?);
-            start = end;
+        for range in super::token_batches(&lens, MAX_BATCH_TOKENS) {
+            scores.extend(self.forward_batch(&pairs[range])?);
         }
         Ok(scores)
     }

@@ -14,6 +14,8 @@ use super::error::Result;
 use super::store::Store;
 use super::types::SearchFilter;
 
+/// The FTS-only ranking keeps this many candidates per requested hit before filtering.
+const HEAD_FACTOR: usize = 4;
 /// At most this many distinct terms go into one query.
 const MAX_TERMS: usize = 64;
 
@@ -92,17 +94,50 @@ impl Store {
         if collection_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut params = vec![SqlValue::Text(fts)];
+        // First rank inside the FTS index alone, which is cheap, and filter only the head of
+        // that list; when filters or other collections thin the head out below `limit`, rank
+        // every match instead.
+        let head = self.bm25_query(
+            collection_ids,
+            &fts,
+            filter,
+            limit,
+            Some(limit * HEAD_FACTOR),
+        )?;
+        if head.len() >= limit {
+            return Ok(head);
+        }
+        self.bm25_query(collection_ids, &fts, filter, limit, None)
+    }
+
+    fn bm25_query(
+        &self,
+        collection_ids: &[i64],
+        fts: &str,
+        filter: &SearchFilter,
+        limit: usize,
+        head: Option<usize>,
+    ) -> Result<Vec<(i64, f64)>> {
+        let mut params = vec![SqlValue::Text(fts.to_string())];
+        let head_limit = match head {
+            Some(n) => {
+                params.push(SqlValue::Integer(n as i64));
+                "LIMIT ?"
+            }
+            None => "",
+        };
         params.extend(collection_ids.iter().map(|&id| SqlValue::Integer(id)));
         let filters = filter_sql(filter, &mut params);
         params.push(SqlValue::Integer(limit as i64));
         // Headings weigh a little less than body text: they repeat across a document's chunks.
         let sql = format!(
-            "SELECT k.id, bm25(chunks_fts, 0.5, 1.0) AS score
-             FROM chunks_fts JOIN chunks k ON k.id = chunks_fts.rowid
+            "SELECT k.id, f.score
+             FROM (SELECT rowid, bm25(chunks_fts, 0.5, 1.0) AS score FROM chunks_fts
+                   WHERE chunks_fts MATCH ? ORDER BY score {head_limit}) f
+                  JOIN chunks k ON k.id = f.rowid
                   JOIN documents d ON d.id = k.document_id
-             WHERE chunks_fts MATCH ? AND k.collection_id IN ({}){filters}
-             ORDER BY score LIMIT ?",
+             WHERE k.collection_id IN ({}){filters}
+             ORDER BY f.score LIMIT ?",
             vec!["?"; collection_ids.len()].join(",")
         );
         self.read(|conn| {

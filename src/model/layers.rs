@@ -152,7 +152,7 @@ impl Linear {
     }
 
     /// As `forward` on plain rows (`xs` is `[rows, in]`), for callers that fuse what follows.
-    fn forward_rows(&self, xs: &[f32], rows: usize) -> Result<Vec<f32>> {
+    pub(crate) fn forward_rows(&self, xs: &[f32], rows: usize) -> Result<Vec<f32>> {
         let mut out = vec![0f32; rows * self.out_features];
         linear(
             xs,

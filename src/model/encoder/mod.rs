@@ -7,43 +7,52 @@
 //! depend on tokenizers, requests or anything above `model`.
 
 mod config;
+mod ops;
 
 use candle_core::{Device, Tensor};
 
 pub use config::{EncoderConfig, HiddenAct, PositionScheme, SUPPORTED_ENCODERS};
 
 use super::error::{ModelError, Result};
-use super::layers::{load_vector, Embedding, Linear};
+use super::layers::{with_f32, Embedding, Linear};
 use super::weights::Weights;
 
 struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
     eps: f32,
 }
 
 impl LayerNorm {
     /// Accepts both `weight`/`bias` and the older `gamma`/`beta` names.
-    fn load(w: &Weights, prefix: &str, len: usize, eps: f64, device: &Device) -> Result<Self> {
+    fn load(w: &Weights, prefix: &str, len: usize, eps: f64, _device: &Device) -> Result<Self> {
         let (wn, bn) = if w.contains(&format!("{prefix}.gamma")) {
             ("gamma", "beta")
         } else {
             ("weight", "bias")
         };
+        let vector = |name: &str| -> Result<Vec<f32>> {
+            let view = w.get(&format!("{prefix}.{name}"))?;
+            view.expect_shape(&[len])?;
+            Ok(view.to_f32_vec())
+        };
         Ok(Self {
-            weight: load_vector(w, &format!("{prefix}.{wn}"), len, device)?,
-            bias: load_vector(w, &format!("{prefix}.{bn}"), len, device)?,
+            weight: vector(wn)?,
+            bias: vector(bn)?,
             eps: eps as f32,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm(
-            &x.contiguous()?,
+    /// `LayerNorm(x + residual)` over rows.
+    fn forward(&self, x: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
+        ops::add_layer_norm(
+            x,
+            residual,
             &self.weight,
             &self.bias,
             self.eps,
-        )?)
+            self.weight.len(),
+        )
     }
 }
 
@@ -195,11 +204,19 @@ impl Encoder {
         let words = self.word_embeddings.forward(ids, &self.device)?;
         let pos = self.position_embeddings.forward(&positions, &self.device)?;
         let types = self.token_types.forward(type_ids, &self.device)?;
-        let mut h = self.embedding_norm.forward(&((words + pos)? + types)?)?;
+        let sum = (words + pos)?;
+        let mut h = with_f32(&sum, |x| {
+            with_f32(&types, |t| self.embedding_norm.forward(x, Some(t)))
+        })??;
         for layer in &self.layers {
             h = self.layer_forward(layer, &h, seq_lens)?;
         }
-        Ok(h)
+        let rows = ids.len();
+        Ok(Tensor::from_vec(
+            h,
+            (rows, self.config.hidden_size),
+            &self.device,
+        )?)
     }
 
     fn check_batch(&self, ids: &[u32], seq_lens: &[usize]) -> Result<()> {
@@ -228,46 +245,19 @@ impl Encoder {
         Ok(())
     }
 
-    fn layer_forward(&self, l: &EncoderLayer, h: &Tensor, seq_lens: &[usize]) -> Result<Tensor> {
-        let q = l.query.forward(h)?;
-        let k = l.key.forward(h)?;
-        let v = l.value.forward(h)?;
-        let ctx = self.attention(&q, &k, &v, seq_lens)?;
-        let h = l
-            .attention_norm
-            .forward(&(l.attention_out.forward(&ctx)? + h)?)?;
-        let inter = l.intermediate.forward(&h)?;
-        let inter = match self.config.hidden_act {
-            HiddenAct::Gelu => inter.gelu_erf()?,
-            HiddenAct::GeluTanh => inter.gelu()?,
-            HiddenAct::Relu => inter.relu()?,
-        };
-        l.output_norm.forward(&(l.output.forward(&inter)? + h)?)
-    }
-
-    /// Full (bidirectional) attention within each sequence.
-    fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, seq_lens: &[usize]) -> Result<Tensor> {
+    /// One layer over `h`, `[rows, hidden]`, on plain rows: no tensor copies between steps.
+    fn layer_forward(&self, l: &EncoderLayer, h: &[f32], seq_lens: &[usize]) -> Result<Vec<f32>> {
         let c = &self.config;
-        let (heads, d) = (c.num_attention_heads, c.head_dim());
-        let scale = 1.0 / (d as f64).sqrt();
-        let split = |t: &Tensor, start, len| -> Result<Tensor> {
-            Ok(t.narrow(0, start, len)?
-                .reshape((len, heads, d))?
-                .transpose(0, 1)?
-                .contiguous()?)
-        };
-        let mut outs = Vec::with_capacity(seq_lens.len());
-        let mut start = 0;
-        for &len in seq_lens {
-            let qs = (split(q, start, len)? * scale)?;
-            let ks = split(k, start, len)?;
-            let vs = split(v, start, len)?;
-            let scores = qs.matmul(&ks.transpose(1, 2)?)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&vs)?;
-            outs.push(ctx.transpose(0, 1)?.reshape((len, heads * d))?);
-            start += len;
-        }
-        Ok(Tensor::cat(&outs, 0)?)
+        let rows = h.len() / c.hidden_size;
+        let q = l.query.forward_rows(h, rows)?;
+        let k = l.key.forward_rows(h, rows)?;
+        let v = l.value.forward_rows(h, rows)?;
+        let ctx = ops::attention((&q, &k, &v), seq_lens, c.num_attention_heads, c.head_dim());
+        let attn = l.attention_out.forward_rows(&ctx, rows)?;
+        let h = l.attention_norm.forward(&attn, Some(h));
+        let mut inter = l.intermediate.forward_rows(&h, rows)?;
+        ops::activate(&mut inter, c.hidden_act);
+        let out = l.output.forward_rows(&inter, rows)?;
+        Ok(l.output_norm.forward(&out, Some(&h)))
     }
 }

