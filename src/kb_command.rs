@@ -149,10 +149,10 @@ fn models_for(
     if let Some(spec) = flag {
         return Ok(vec![load_model(spec)? as Arc<dyn Embedder>]);
     }
-    let probe = KnowledgeBase::open(kb_dir, Vec::new(), OpenMode::ReadOnly)?;
+    let store = KnowledgeBase::open_store(kb_dir)?;
     let mut out: Vec<Arc<dyn Embedder>> = Vec::new();
     for name in names {
-        let c = probe.store().collection(name)?;
+        let c = store.collection(name)?;
         if out.iter().any(|e| e.model_id() == c.embedding_model) {
             continue;
         }
@@ -256,9 +256,10 @@ fn add(dir: &Path, a: AddArgs) -> Result<()> {
             IngestEvent::FileDone { .. } => bar.inc(1),
             IngestEvent::FileFailed { path, error } => {
                 bar.suspend(|| eprintln!("skipped {path}: {error}"));
-                if !path.contains(".zip/") {
-                    bar.inc(1);
-                }
+                bar.inc(1);
+            }
+            IngestEvent::MemberFailed { path, error } => {
+                bar.suspend(|| eprintln!("skipped {path}: {error}"))
             }
             IngestEvent::DocumentWritten { title, .. } => bar.set_message(title.clone()),
         };
@@ -299,10 +300,10 @@ fn print_collection(c: &Collection) {
 }
 
 fn list(dir: &Path, a: ListArgs) -> Result<()> {
-    let kb = KnowledgeBase::open(dir, Vec::new(), OpenMode::ReadOnly)?;
+    let store = KnowledgeBase::open_store(dir)?;
     match a.collection {
         None => {
-            let cs = kb.store().collections()?;
+            let cs = store.collections()?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&cs)?);
             } else if cs.is_empty() {
@@ -312,8 +313,8 @@ fn list(dir: &Path, a: ListArgs) -> Result<()> {
             }
         }
         Some(name) => {
-            let c = kb.store().collection(&name)?;
-            let docs = kb.store().documents(&c, usize::MAX >> 1, 0)?;
+            let c = store.collection(&name)?;
+            let docs = store.documents(&c, usize::MAX >> 1, 0)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&docs)?);
             } else {

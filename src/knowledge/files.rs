@@ -5,7 +5,8 @@
 //! Owns every SQL statement on those two tables. Lists page by rowid, which SQLite hands out
 //! increasing, so pages follow creation order. Must not depend on the API layer.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -101,6 +102,39 @@ fn cursor_rowid(
         })
 }
 
+/// One page of `select` (a query ending in its WHERE conditions, with their arguments): the
+/// window's cursors (ids resolved to rowids by `lookup`, a query whose last parameter is the
+/// id, with the arguments before it), its order and limit, and whether more rows follow.
+fn page<T>(
+    conn: &Connection,
+    (mut sql, mut args): (String, Vec<SqlValue>),
+    (lookup, lookup_args): (&str, Vec<SqlValue>),
+    window: &ListWindow,
+    row: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<(Vec<T>, bool)> {
+    let (after_sql, before_sql, order) = window_sql(window);
+    for (cursor, field, condition) in [
+        (window.after.as_deref(), "after", after_sql),
+        (window.before.as_deref(), "before", before_sql),
+    ] {
+        if let Some(id) = cursor {
+            let mut key = lookup_args.clone();
+            key.push(id.to_string().into());
+            let rowid = cursor_rowid(conn, lookup, params_from_iter(key), field, id)?;
+            sql.push_str(&format!(" AND {condition}"));
+            args.push(rowid.into());
+        }
+    }
+    sql.push_str(&format!(" ORDER BY rowid {order} LIMIT ?"));
+    args.push((window.limit as i64 + 1).into());
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), row)?;
+    let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = out.len() > window.limit;
+    out.truncate(window.limit);
+    Ok((out, more))
+}
+
 /// `AND` conditions on `rowid` for a window's cursors, and the order to list in. Rows are
 /// listed by rowid: SQLite hands them out increasing, so it is creation order.
 fn window_sql(window: &ListWindow) -> (&'static str, &'static str, &'static str) {
@@ -144,39 +178,15 @@ impl Store {
         purpose: Option<&str>,
         window: &ListWindow,
     ) -> Result<(Vec<FileRecord>, bool)> {
-        let (after_sql, before_sql, order) = window_sql(window);
         self.read(|conn| {
-            let lookup = "SELECT rowid FROM files WHERE id = ?";
-            let after = match window.after.as_deref() {
-                Some(id) => Some(cursor_rowid(conn, lookup, [id], "after", id)?),
-                None => None,
-            };
-            let before = match window.before.as_deref() {
-                Some(id) => Some(cursor_rowid(conn, lookup, [id], "before", id)?),
-                None => None,
-            };
             let mut sql = format!("{FILE_SELECT} WHERE 1 = 1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut args: Vec<SqlValue> = Vec::new();
             if let Some(p) = purpose {
                 sql.push_str(" AND purpose = ?");
                 args.push(p.to_string().into());
             }
-            if let Some(a) = after {
-                sql.push_str(&format!(" AND {after_sql}"));
-                args.push(a.into());
-            }
-            if let Some(b) = before {
-                sql.push_str(&format!(" AND {before_sql}"));
-                args.push(b.into());
-            }
-            sql.push_str(&format!(" ORDER BY rowid {order} LIMIT ?"));
-            args.push((window.limit as i64 + 1).into());
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args), file_row)?;
-            let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-            let more = out.len() > window.limit;
-            out.truncate(window.limit);
-            Ok((out, more))
+            let lookup = ("SELECT rowid FROM files WHERE id = ?", Vec::new());
+            page(conn, (sql, args), lookup, window, file_row)
         })
     }
 
@@ -266,52 +276,18 @@ impl Store {
         status: Option<&str>,
         window: &ListWindow,
     ) -> Result<(Vec<CollectionFile>, bool)> {
-        let (after_sql, before_sql, order) = window_sql(window);
         self.read(|conn| {
-            let lookup =
-                "SELECT rowid FROM collection_files WHERE collection_id = ? AND file_id = ?";
-            let after = match window.after.as_deref() {
-                Some(id) => Some(cursor_rowid(
-                    conn,
-                    lookup,
-                    params![collection_id, id],
-                    "after",
-                    id,
-                )?),
-                None => None,
-            };
-            let before = match window.before.as_deref() {
-                Some(id) => Some(cursor_rowid(
-                    conn,
-                    lookup,
-                    params![collection_id, id],
-                    "before",
-                    id,
-                )?),
-                None => None,
-            };
             let mut sql = format!("{COLLECTION_FILE_SELECT} WHERE collection_id = ?");
-            let mut args: Vec<rusqlite::types::Value> = vec![collection_id.into()];
+            let mut args: Vec<SqlValue> = vec![collection_id.into()];
             if let Some(s) = status {
                 sql.push_str(" AND status = ?");
                 args.push(s.to_string().into());
             }
-            if let Some(a) = after {
-                sql.push_str(&format!(" AND {after_sql}"));
-                args.push(a.into());
-            }
-            if let Some(b) = before {
-                sql.push_str(&format!(" AND {before_sql}"));
-                args.push(b.into());
-            }
-            sql.push_str(&format!(" ORDER BY rowid {order} LIMIT ?"));
-            args.push((window.limit as i64 + 1).into());
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args), collection_file_row)?;
-            let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-            let more = out.len() > window.limit;
-            out.truncate(window.limit);
-            Ok((out, more))
+            let lookup = (
+                "SELECT rowid FROM collection_files WHERE collection_id = ? AND file_id = ?",
+                vec![collection_id.into()],
+            );
+            page(conn, (sql, args), lookup, window, collection_file_row)
         })
     }
 

@@ -61,6 +61,11 @@ pub enum IngestEvent {
         path: String,
         error: String,
     },
+    /// One member of an archive could not be read; the archive's other members go on.
+    MemberFailed {
+        path: String,
+        error: String,
+    },
     DocumentWritten {
         source: String,
         title: String,
@@ -238,7 +243,7 @@ impl Run<'_> {
         for (member, e) in &output.member_errors {
             let name = format!("{source}/{member}");
             self.report.errors.push((name.clone(), e.to_string()));
-            (self.progress)(&IngestEvent::FileFailed {
+            (self.progress)(&IngestEvent::MemberFailed {
                 path: name,
                 error: e.to_string(),
             });

@@ -89,7 +89,7 @@ impl KnowledgeBase {
             OpenMode::ReadWrite => Some(DirLock::acquire(dir)?),
             OpenMode::ReadOnly => None,
         };
-        let store = Store::open(&dir.join("kb.sqlite3"))?;
+        let store = Self::open_store(dir)?;
         let kb = Self {
             dir: dir.to_path_buf(),
             store,
@@ -108,6 +108,12 @@ impl KnowledgeBase {
             kb.open_index(&c)?;
         }
         Ok(kb)
+    }
+
+    /// The store alone, without loading any vector index: for reading collections and
+    /// documents.
+    pub fn open_store(dir: &Path) -> Result<Store> {
+        Store::open(&dir.join("kb.sqlite3"))
     }
 
     pub fn dir(&self) -> &Path {

@@ -31,6 +31,7 @@ pub use ingest::{IngestEvent, IngestOptions, IngestReport};
 pub use kb::{CollectionParams, KnowledgeBase, OpenMode};
 pub use lexical::fts_query;
 pub use search::{SearchHit, SearchMode, SearchRequest, RRF_K};
+pub use store::Store;
 pub use types::{ChunkRecord, Collection, DocumentRecord, Quantization, SearchFilter};
 
 /// Scores (query, passage) pairs jointly: a cross-encoder that reorders the best fused hits.
