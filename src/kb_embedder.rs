@@ -52,4 +52,9 @@ impl Embedder for EmbeddingModel {
             .map_err(|e| e.to_string())?;
         v.pop().ok_or_else(|| "no vector returned".to_string())
     }
+
+    fn embed_queries(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+        self.embed_texts(texts, Some("query"))
+            .map_err(|e| e.to_string())
+    }
 }

@@ -12,6 +12,8 @@
 //! cache. It never sees a request or a sequence. `tokenizer` never sees tensors. `engine` turns
 //! logits into tokens. Only `config` reads the environment.
 
+pub mod agent;
+pub mod agent_engine;
 pub mod api;
 pub mod bench;
 pub mod builtin_model;

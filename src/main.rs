@@ -128,6 +128,12 @@ struct ServeArgs {
     /// A cross-encoder folder ([NAME=]FOLDER) that reorders the best knowledge-base search hits (vector-store and admin search)
     #[arg(long)]
     reranker: Option<String>,
+    /// Folder of support-agent definitions, one TOML file per agent [default: agents in the data directory]
+    #[arg(long)]
+    agents_dir: Option<PathBuf>,
+    /// Do not serve the built-in demo-retail agent
+    #[arg(long)]
+    no_demo_agent: bool,
     /// Address to listen on; 0.0.0.0 exposes the server to the network [default: 127.0.0.1]
     #[arg(long)]
     host: Option<String>,
@@ -179,6 +185,8 @@ impl ServeArgs {
                 .map(|m| ModelEntry::from_flag(m))
                 .collect(),
             reranker: self.reranker.clone(),
+            agents_dir: self.agents_dir.clone(),
+            demo_agent: self.no_demo_agent.then_some(false),
             host: self.host.clone(),
             port: self.port,
             api_key_hashes: self.api_key_hashes.clone(),

@@ -16,6 +16,11 @@ use std::future::IntoFuture;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::agent::demo::{self, DEMO_AGENT};
+use crate::agent::registry::{self, BuildContext};
+use crate::agent::retrieval::{KbRetriever, LexicalRetriever, Retriever};
+use crate::agent::{AgentError, AgentService, SupportStore, SystemClock};
+use crate::agent_engine::{EngineGenerator, EngineModel};
 use crate::api::auth::{ApiKeys, KeyDigest, KeyHashError};
 use crate::api::{
     router, AppState, CorsConfig, HttpLimits, Lifecycle, ModelRegistry, SamplingDefaults,
@@ -27,7 +32,7 @@ use crate::config::PathsConfig;
 use crate::embedding::{EmbeddingModel, Reranker};
 use crate::engine::grammar::GrammarVocab;
 use crate::engine::{spawn_engine, EngineConfig, EngineError, KvCacheMemory};
-use crate::knowledge::{Embedder, KnowledgeBase, OpenMode};
+use crate::knowledge::{Embedder, KnowledgeBase, OpenMode, SearchMode};
 use crate::model::KvDtype;
 use crate::tokenizer::tool_calls::ToolCallFormat;
 
@@ -52,6 +57,8 @@ pub enum ServerError {
     Embedding(#[from] crate::embedding::EmbeddingError),
     #[error("knowledge base: {0}")]
     Knowledge(#[from] crate::knowledge::KnowledgeError),
+    #[error("{0}")]
+    Agent(#[from] crate::agent::AgentError),
     #[error("two models are served under the name `{0}`; give one of them another name")]
     DuplicateName(String),
     #[error("the server failed: {0}")]
@@ -239,6 +246,110 @@ fn open_knowledge(
     Ok(Some(Arc::new(kb)))
 }
 
+/// The agents' generator over every served chat model, the first being the default.
+pub fn engine_generator(registry: &ModelRegistry) -> EngineGenerator {
+    EngineGenerator::new(
+        registry
+            .list
+            .iter()
+            .map(|m| EngineModel {
+                names: registry
+                    .by_name
+                    .iter()
+                    .filter(|(_, x)| Arc::ptr_eq(x, m))
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                handle: m.handle.clone(),
+                tokenizer: m.tokenizer.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// Opens the support store, builds the built-in demo agent (unless turned off or overridden
+/// by a file of the same name) and every agent in the agents folder.
+pub fn start_agents(
+    paths: &PathsConfig,
+    config: &ServeConfig,
+    registry: &ModelRegistry,
+    kb: Option<Arc<KnowledgeBase>>,
+) -> Result<Arc<AgentService>, ServerError> {
+    let embedder: Option<Arc<dyn Embedder>> = registry
+        .embedders
+        .values()
+        .next()
+        .map(|e| e.model.clone() as Arc<dyn Embedder>);
+    let dir = config
+        .agents_dir
+        .clone()
+        .unwrap_or_else(|| paths.agents_dir());
+    let store = SupportStore::open(&paths.support_db()).map_err(AgentError::from)?;
+    let mut service = AgentService::new(
+        store,
+        Arc::new(engine_generator(registry)),
+        Arc::new(SystemClock),
+        Some(dir.clone()),
+    );
+    service.build_context = BuildContext {
+        embedder: embedder.clone(),
+        kb: kb.clone(),
+    };
+    service.model_names = registry.by_name.keys().cloned().collect();
+    let catalog = service.catalog();
+    let matching = if embedder.is_some() {
+        "embeddings and BM25"
+    } else {
+        "BM25 alone"
+    };
+    if config.demo_agent && !dir.join(format!("{DEMO_AGENT}.toml")).is_file() {
+        let (def, text) = demo::definition(&catalog).map_err(AgentError::from)?;
+        let retriever: Arc<dyn Retriever> = match (&kb, &embedder) {
+            (Some(kb), Some(e)) => {
+                let written = demo::ingest(kb, e.model_id())?;
+                tracing::info!(documents = written, "demo-retail knowledge ingested");
+                Arc::new(KbRetriever {
+                    kb: kb.clone(),
+                    collections: vec![demo::DEMO_COLLECTION.to_string()],
+                    mode: SearchMode::Hybrid,
+                })
+            }
+            _ => Arc::new(LexicalRetriever::new(demo::documents())),
+        };
+        let rt = registry::build(
+            def,
+            text,
+            &service.build_context,
+            &service.store,
+            Some(retriever),
+        )?;
+        service.install(rt);
+    }
+    if embedder.is_none() {
+        tracing::warn!(
+            "no embedding model: agents match intents and retrieve knowledge with BM25 alone; \
+             start with --embedding-model FOLDER to use embeddings as well"
+        );
+    }
+    for (def, text) in registry::read_dir(&dir, &catalog)? {
+        let rt = registry::build(def, text, &service.build_context, &service.store, None)?;
+        service.install(rt);
+    }
+    for rt in service.agents() {
+        tracing::info!(
+            agent = rt.def.name(),
+            intents = rt.intents.len(),
+            intent_matching = matching,
+            knowledge = if rt.full_context.is_some() {
+                "full_context"
+            } else {
+                rt.retriever.as_ref().map_or("none", |r| r.method())
+            },
+            "support agent ready"
+        );
+    }
+    Ok(Arc::new(service))
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -356,15 +467,17 @@ pub async fn run(
     let loaded = tokio::task::spawn_blocking(move || {
         let registry = load_all(&load_paths, &load_config, &engine)?;
         let kb = open_knowledge(&load_paths, &registry, load_config.reranker.clone())?;
-        Ok::<_, ServerError>((registry, kb))
+        let agents = start_agents(&load_paths, &load_config, &registry, kb.clone())?;
+        Ok::<_, ServerError>((registry, kb, agents))
     })
     .await
     .map_err(|e| ServerError::Serve(e.to_string()))?;
     match loaded {
-        Ok((registry, kb)) => {
+        Ok((registry, kb, agents)) => {
             if let Some(kb) = kb {
                 state.install_knowledge(kb);
             }
+            state.install_agents(agents);
             state.install_models(registry)
         }
         Err(e) => {

@@ -29,6 +29,10 @@ pub async fn chat_completions(
     Extension(record): Extension<RequestRecord>,
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
+    if let Some(agent) = req.model.strip_prefix("agent:") {
+        record.update(|r| r.model = Some(req.model.clone()));
+        return super::agent_chat::agent_chat(state, agent.to_string(), req).await;
+    }
     let model = state.model(&req.model)?;
     record.update(|r| r.model = Some(model.id.clone()));
     refuse_unsupported(&req)?;

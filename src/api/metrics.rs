@@ -209,6 +209,9 @@ pub fn render(state: &AppState) -> String {
             histogram(&mut out, "enclave_e2e_request_latency_seconds", &labels, h);
         }
     }
+    if let Some(agents) = state.agents_if_any() {
+        agents.metrics.render(&mut out);
+    }
     out
 }
 

@@ -8,6 +8,9 @@
 //! Invariant: every response, including 404, 405, 413, 429, 500 and 503, is either the route's
 //! own body or an OpenAI-shaped error object.
 
+mod agent_admin;
+mod agent_chat;
+mod agents;
 pub mod auth;
 mod chat;
 mod chat_stream;
@@ -69,10 +72,39 @@ fn routes() -> Router<AppState> {
         .route("/v1/tokenize", post(tokenize::tokenize))
         .route("/v1/detokenize", post(tokenize::detokenize))
         .merge(knowledge_routes())
+        .merge(agent_routes())
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::metrics_route))
         .route("/openapi.json", get(openapi::openapi_route))
+}
+
+/// Support agents: conversations for customers, definitions and the handoff queue for admins.
+fn agent_routes() -> Router<AppState> {
+    const CONV: &str = "/v1/agents/{agent}/conversations/{id}";
+    Router::new()
+        .route("/v1/agents", get(agents::list))
+        .route("/v1/agents/{agent}/conversations", post(agents::start))
+        .route(CONV, get(agents::transcript))
+        .route(&format!("{CONV}/messages"), post(agents::message))
+        .route(&format!("{CONV}/csat"), post(agents::csat))
+        .route("/v1/agents/{agent}/analytics", get(agents::analytics))
+        .route("/admin/agents", get(agent_admin::list_definitions))
+        .route(
+            "/admin/agents/{name}",
+            get(agent_admin::get_definition)
+                .put(agent_admin::put_definition)
+                .delete(agent_admin::delete_definition),
+        )
+        .route(
+            "/admin/agents/{name}/examples",
+            post(agent_admin::add_examples),
+        )
+        .route("/admin/handoffs", get(agent_admin::list_handoffs))
+        .route("/admin/handoffs/{id}", get(agent_admin::get_handoff))
+        .route("/admin/handoffs/{id}/claim", post(agent_admin::claim))
+        .route("/admin/handoffs/{id}/reply", post(agent_admin::reply))
+        .route("/admin/handoffs/{id}/resolve", post(agent_admin::resolve))
 }
 
 /// Files, vector stores (OpenAI's shapes) and the knowledge base's admin routes.

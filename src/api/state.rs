@@ -10,6 +10,7 @@ use super::auth::ApiKeys;
 use super::error::ApiError;
 use super::guard::ConcurrencyLimiter;
 use super::metrics::ApiMetrics;
+use crate::agent::AgentService;
 use crate::embedding::EmbeddingModel;
 use crate::engine::EngineHandle;
 use crate::knowledge::KnowledgeBase;
@@ -137,6 +138,7 @@ pub struct AppInner {
     registry: OnceLock<ModelRegistry>,
     /// Opened once the embedding models are in; absent without one.
     knowledge: OnceLock<Arc<KnowledgeBase>>,
+    agents: OnceLock<Arc<AgentService>>,
     pub keys: ApiKeys,
     pub limits: HttpLimits,
     pub lifecycle: Arc<Lifecycle>,
@@ -150,6 +152,7 @@ impl AppState {
             inner: Arc::new(AppInner {
                 registry: OnceLock::new(),
                 knowledge: OnceLock::new(),
+                agents: OnceLock::new(),
                 keys,
                 limits,
                 lifecycle,
@@ -168,6 +171,26 @@ impl AppState {
     /// Makes the knowledge routes servable. Call before `install_models`.
     pub fn install_knowledge(&self, kb: Arc<KnowledgeBase>) {
         let _ = self.inner.knowledge.set(kb);
+    }
+
+    /// Makes the agent routes servable. Call before `install_models`.
+    pub fn install_agents(&self, agents: Arc<AgentService>) {
+        let _ = self.inner.agents.set(agents);
+    }
+
+    /// The support agents; 503 while the server loads.
+    pub fn agents(&self) -> Result<Arc<AgentService>, ApiError> {
+        self.registry()?;
+        self.inner
+            .agents
+            .get()
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound("this server runs no support agents".into()))
+    }
+
+    /// The agents, when installed; for metrics.
+    pub fn agents_if_any(&self) -> Option<&Arc<AgentService>> {
+        self.inner.agents.get()
     }
 
     /// The knowledge base; a clear 400 when the server runs without an embedding model.

@@ -55,6 +55,16 @@ impl PathsConfig {
         self.data_dir.join("knowledge")
     }
 
+    /// Agent definitions, one TOML file per agent, unless `--agents-dir` says otherwise.
+    pub fn agents_dir(&self) -> PathBuf {
+        self.data_dir.join("agents")
+    }
+
+    /// Conversations, handoffs, CSAT and imported intent examples.
+    pub fn support_db(&self) -> PathBuf {
+        self.data_dir.join("support.sqlite3")
+    }
+
     /// Where the built-in random test model is written on first use.
     pub fn builtin_model_dir(&self) -> PathBuf {
         self.data_dir

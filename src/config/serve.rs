@@ -93,6 +93,10 @@ pub struct ServeOptions {
     pub embedding_models: Vec<ModelEntry>,
     /// A cross-encoder folder (`[NAME=]FOLDER`) that reorders knowledge-base search hits.
     pub reranker: Option<String>,
+    /// Agent definitions (one TOML file each); default: `agents` in the data directory.
+    pub agents_dir: Option<PathBuf>,
+    /// Serve the built-in `demo-retail` agent (default true).
+    pub demo_agent: Option<bool>,
     pub host: Option<String>,
     pub port: Option<u16>,
     #[serde(default)]
@@ -124,6 +128,9 @@ pub struct ServeConfig {
     pub models: Vec<ModelEntry>,
     pub embedding_models: Vec<ModelEntry>,
     pub reranker: Option<String>,
+    /// `None`: the data directory's `agents` folder.
+    pub agents_dir: Option<PathBuf>,
+    pub demo_agent: bool,
     pub host: String,
     pub port: u16,
     pub api_key_hashes: Vec<String>,
@@ -184,18 +191,22 @@ impl ServeOptions {
                 })
                 .unwrap_or_default()
         };
-        let enable_prefix_caching = match get("ENCLAVE_ENABLE_PREFIX_CACHING").as_deref() {
-            None => None,
-            Some("1" | "true" | "yes") => Some(true),
-            Some("0" | "false" | "no") => Some(false),
-            Some(v) => {
-                return Err(ConfigError::Env {
-                    name: "ENCLAVE_ENABLE_PREFIX_CACHING".into(),
+        fn boolean(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<Option<bool>, ConfigError> {
+            match get(name).as_deref() {
+                None => Ok(None),
+                Some("1" | "true" | "yes") => Ok(Some(true)),
+                Some("0" | "false" | "no") => Ok(Some(false)),
+                Some(v) => Err(ConfigError::Env {
+                    name: name.into(),
                     value: v.into(),
                     message: "expected true or false".into(),
-                })
+                }),
             }
-        };
+        }
+        let enable_prefix_caching = boolean(&get, "ENCLAVE_ENABLE_PREFIX_CACHING")?;
         Ok(Self {
             models: list("ENCLAVE_MODELS")
                 .iter()
@@ -206,6 +217,8 @@ impl ServeOptions {
                 .map(|m| ModelEntry::from_flag(m))
                 .collect(),
             reranker: get("ENCLAVE_RERANKER"),
+            agents_dir: get("ENCLAVE_AGENTS_DIR").map(PathBuf::from),
+            demo_agent: boolean(&get, "ENCLAVE_DEMO_AGENT")?,
             host: get("ENCLAVE_HOST"),
             port: num(&get, "ENCLAVE_PORT")?,
             api_key_hashes: list("ENCLAVE_API_KEY_HASHES"),
@@ -245,6 +258,8 @@ impl ServeOptions {
                 self.embedding_models
             },
             reranker: self.reranker.or(other.reranker),
+            agents_dir: self.agents_dir.or(other.agents_dir),
+            demo_agent: self.demo_agent.or(other.demo_agent),
             host: self.host.or(other.host),
             port: self.port.or(other.port),
             api_key_hashes: list(self.api_key_hashes, other.api_key_hashes),
@@ -314,6 +329,8 @@ impl ServeOptions {
             models,
             reranker: self.reranker,
             embedding_models: self.embedding_models,
+            agents_dir: self.agents_dir,
+            demo_agent: self.demo_agent.unwrap_or(true),
             host: self.host.unwrap_or_else(|| DEFAULT_HOST.into()),
             port: self.port.unwrap_or(DEFAULT_PORT),
             api_key_hashes: self.api_key_hashes,

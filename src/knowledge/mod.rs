@@ -53,4 +53,8 @@ pub trait Embedder: Send + Sync {
     fn special_tokens(&self) -> usize;
     fn embed_documents(&self, texts: &[String]) -> std::result::Result<Vec<Vec<f32>>, String>;
     fn embed_query(&self, text: &str) -> std::result::Result<Vec<f32>, String>;
+    /// Many queries at once; the default embeds them one by one.
+    fn embed_queries(&self, texts: &[String]) -> std::result::Result<Vec<Vec<f32>>, String> {
+        texts.iter().map(|t| self.embed_query(t)).collect()
+    }
 }

@@ -334,6 +334,20 @@ impl Store {
         })
     }
 
+    /// Every document's title, source or URL and full text, in id order: what a
+    /// full-context prompt holds.
+    pub fn collection_texts(&self, collection_id: i64) -> Result<Vec<(String, String, String)>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT title, COALESCE(url, source), content FROM documents
+                 WHERE collection_id = ? ORDER BY id",
+            )?;
+            let rows =
+                stmt.query_map([collection_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     pub fn documents(
         &self,
         collection: &Collection,
