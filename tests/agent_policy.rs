@@ -535,3 +535,43 @@ fn agent_files_fail_with_file_line_and_key() {
         );
     }
 }
+
+#[test]
+fn the_packet_is_posted_to_the_webhook() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let (mut line, mut len, mut head) = (String::new(), 0usize, String::new());
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            head.push_str(&line);
+            line.clear();
+        }
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        (&stream)
+            .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+        tx.send((head, String::from_utf8(body).unwrap())).unwrap();
+    });
+    let text = AGENT.replace(
+        "queue = \"tier1\"",
+        &format!("queue = \"tier1\"\nwebhook = \"http://127.0.0.1:{port}/hook\""),
+    );
+    let f = fixture_with(&text);
+    let c = f.start(Some("cust-7"));
+    let r = f.say(&c, "my card was stolen and used here");
+    let id = r.handoff.unwrap().id;
+    let (head, body) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert!(head.starts_with("POST /hook "), "{head}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["handoff_id"], id.as_str());
+    assert_eq!(v["packet"]["reason"]["label"], "hard_escalation:fraud");
+    assert_eq!(v["packet"]["customer"]["contact_id"], "cust-7");
+}

@@ -337,6 +337,12 @@ fn models_tokenize_health_metrics_and_openapi() -> Result<()> {
         "/ready",
         "/metrics",
         "/openapi.json",
+        "/v1/agents",
+        "/v1/agents/{agent}/conversations",
+        "/v1/agents/{agent}/conversations/{id}/messages",
+        "/v1/agents/{agent}/analytics",
+        "/admin/agents/{name}",
+        "/admin/handoffs/{id}/claim",
     ] {
         assert!(
             paths.iter().any(|p| *p == route),

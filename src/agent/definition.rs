@@ -218,7 +218,7 @@ fn default_confidence_floor() -> Spanned<f32> {
     unspanned(0.35)
 }
 fn default_intent_floor() -> Spanned<f32> {
-    unspanned(0.45)
+    unspanned(0.44)
 }
 fn default_retrieval_floor() -> Spanned<f32> {
     unspanned(0.25)

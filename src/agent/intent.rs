@@ -15,8 +15,12 @@ use serde::Serialize;
 use super::lexical::LexicalIndex;
 use crate::knowledge::Embedder;
 
-/// Neighbours that vote.
+/// Neighbours that vote (BM25) or are reported (embeddings).
 pub const K: usize = 10;
+/// Closest examples per intent averaged in the embedding score, and their weight against the
+/// intent's centroid. Chosen on banking77 and CLINC150 train splits.
+const NEAREST_PER_INTENT: usize = 2;
+const NEAREST_WEIGHT: f32 = 0.7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,9 +51,14 @@ impl IntentMatch {
         self.intent.as_deref().filter(|_| self.similarity >= floor)
     }
 
-    /// The confidence the policy combines: similarity, damped when the neighbours disagree.
+    /// The confidence the policy combines. With embeddings the score already weighs the
+    /// intent's nearest examples against its centroid; BM25's coverage is damped when the
+    /// neighbours disagree.
     pub fn confidence(&self) -> f32 {
-        self.similarity * (0.5 + 0.5 * self.vote_share)
+        match self.method {
+            MatchMethod::Vector => self.similarity,
+            MatchMethod::Bm25 => self.similarity * (0.5 + 0.5 * self.vote_share),
+        }
     }
 }
 
@@ -61,6 +70,8 @@ pub struct IntentIndex {
     labels: Vec<String>,
     texts: Vec<String>,
     vectors: Option<Vec<Vec<f32>>>,
+    /// Each intent's unit-length mean example vector, by intent name (sorted).
+    centroids: Vec<(String, Vec<f32>)>,
     lexical: LexicalIndex,
     embedder: Option<Arc<dyn Embedder>>,
 }
@@ -80,10 +91,15 @@ impl IntentIndex {
             _ => None,
         };
         let lexical = LexicalIndex::new(texts.iter().map(String::as_str));
+        let centroids = vectors
+            .as_ref()
+            .map(|v| centroids(&labels, v))
+            .unwrap_or_default();
         Ok(Self {
             labels,
             texts,
             vectors,
+            centroids,
             lexical,
             embedder,
         })
@@ -116,9 +132,9 @@ impl IntentIndex {
     /// Classifies `text`, given its embedding when the caller already has it.
     pub fn classify(&self, text: &str, vector: Option<&[f32]>) -> Result<IntentMatch, IntentError> {
         let hits = match (&self.vectors, vector) {
-            (Some(vs), Some(q)) => nearest(vs, q, K),
-            (Some(vs), None) => match self.embed(text)? {
-                Some(q) => nearest(vs, &q, K),
+            (Some(_), Some(q)) => return Ok(self.score(q)),
+            (Some(_), None) => match self.embed(text)? {
+                Some(q) => return Ok(self.score(&q)),
                 None => Vec::new(),
             },
             (None, _) => self
@@ -129,6 +145,68 @@ impl IntentIndex {
                 .collect(),
         };
         Ok(self.vote(hits))
+    }
+
+    /// The embedding rule: each intent scores `NEAREST_WEIGHT` times the mean similarity of
+    /// its `NEAREST_PER_INTENT` closest examples plus the rest times the similarity to its
+    /// centroid; the best score wins and is the match's similarity. The nearest examples
+    /// catch paraphrases, the centroid steadies intents whose examples vary; together they
+    /// beat a majority vote of the nearest ten on both banking77 and CLINC150 (see README).
+    fn score(&self, q: &[f32]) -> IntentMatch {
+        let Some(vs) = &self.vectors else {
+            return self.vote(Vec::new());
+        };
+        let sims: Vec<f32> = vs.iter().map(|v| dot(v, q)).collect();
+        let mut best_per: HashMap<&str, [f32; NEAREST_PER_INTENT]> = HashMap::new();
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for (i, &s) in sims.iter().enumerate() {
+            let l = self.labels[i].as_str();
+            *counts.entry(l).or_default() += 1;
+            let top = best_per
+                .entry(l)
+                .or_insert([f32::NEG_INFINITY; NEAREST_PER_INTENT]);
+            if let Some(slot) = top.iter().position(|t| s > *t) {
+                top[slot..].rotate_right(1);
+                top[slot] = s;
+            }
+        }
+        let mut winner: Option<(&str, f32)> = None;
+        for (label, centroid) in &self.centroids {
+            let (Some(top), Some(&n)) = (best_per.get(label.as_str()), counts.get(label.as_str()))
+            else {
+                continue;
+            };
+            let m = n.min(NEAREST_PER_INTENT);
+            let nearest = top[..m].iter().sum::<f32>() / m as f32;
+            let score = NEAREST_WEIGHT * nearest + (1.0 - NEAREST_WEIGHT) * dot(q, centroid);
+            if winner.is_none_or(|w| score > w.1) {
+                winner = Some((label, score));
+            }
+        }
+        let hits = nearest(vs, q, K);
+        let neighbours = hits
+            .iter()
+            .take(5)
+            .map(|&(i, s)| (self.labels[i].clone(), s))
+            .collect();
+        let Some((intent, score)) = winner else {
+            return self.vote(Vec::new());
+        };
+        IntentMatch {
+            nearest_example: hits
+                .iter()
+                .find(|(i, _)| self.labels[*i] == intent)
+                .map(|(i, _)| self.texts[*i].clone()),
+            intent: Some(intent.to_string()),
+            similarity: score.clamp(0.0, 1.0),
+            vote_share: hits
+                .iter()
+                .filter(|(i, _)| self.labels[*i] == intent)
+                .count() as f32
+                / hits.len().max(1) as f32,
+            method: MatchMethod::Vector,
+            neighbours,
+        }
     }
 
     fn vote(&self, hits: Vec<(usize, f32)>) -> IntentMatch {
@@ -183,6 +261,24 @@ impl IntentIndex {
     pub fn example(&self, i: usize) -> Option<&str> {
         self.texts.get(i).map(String::as_str)
     }
+}
+
+/// Unit-length mean vector of each label's examples, sorted by label.
+fn centroids(labels: &[String], vectors: &[Vec<f32>]) -> Vec<(String, Vec<f32>)> {
+    let mut sums: std::collections::BTreeMap<&str, Vec<f32>> = std::collections::BTreeMap::new();
+    for (l, v) in labels.iter().zip(vectors) {
+        let sum = sums.entry(l.as_str()).or_insert_with(|| vec![0.0; v.len()]);
+        for (s, x) in sum.iter_mut().zip(v) {
+            *s += x;
+        }
+    }
+    sums.into_iter()
+        .map(|(l, mut v)| {
+            let norm = dot(&v, &v).sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
+            (l.to_string(), v)
+        })
+        .collect()
 }
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

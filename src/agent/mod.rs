@@ -14,6 +14,7 @@ pub mod details;
 pub mod escalation;
 pub mod generator;
 pub mod handoff;
+pub mod import;
 pub mod intent;
 pub mod lexical;
 pub mod memory;

@@ -103,12 +103,18 @@ pub struct Example {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExamplesRequest {
+    #[serde(default)]
     pub examples: Vec<Example>,
+    /// A ticket export (CSV or JSONL text) whose labelled conversations give examples.
+    pub tickets: Option<String>,
+    /// The export's file name, whose extension says its format [default: tickets.csv].
+    pub filename: Option<String>,
     /// Where they came from (a ticket export, say).
     pub source: Option<String>,
 }
 
-/// Adds labelled examples (customer messages from resolved tickets, with their intent).
+/// Adds labelled examples: given directly, or taken from a ticket export (each labelled
+/// conversation's first customer message).
 pub async fn add_examples(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -137,6 +143,23 @@ pub async fn add_examples(
         }
         rows.push((e.intent.clone(), text.to_string()));
     }
+    let mut skipped_tickets = 0;
+    if let Some(t) = &req.tickets {
+        let filename = req.filename.as_deref().unwrap_or("tickets.csv");
+        let known = rt.def.intent_names().map(str::to_string).collect();
+        let (found, skipped) =
+            crate::agent::import::examples_from_tickets(filename, t.as_bytes(), &known)
+                .map_err(|e| ApiError::invalid(e.to_string(), "tickets"))?;
+        rows.extend(found);
+        skipped_tickets = skipped;
+    }
+    if rows.is_empty() {
+        return Err(ApiError::invalid(
+            "no examples: give `examples`, or `tickets` with conversations labelled by this \
+             agent's intents",
+            "examples",
+        ));
+    }
     let source = req.source.unwrap_or_else(|| "api".into());
     blocking(move || {
         let added = agents
@@ -144,9 +167,12 @@ pub async fn add_examples(
             .add_examples(&name, &source, &rows)
             .map_err(crate::agent::AgentError::from)?;
         agents.rebuild(&name)?;
-        Ok(Json(
-            json!({ "agent": name, "added": added, "skipped": rows.len() - added }),
-        ))
+        Ok(Json(json!({
+            "agent": name,
+            "added": added,
+            "duplicates": rows.len() - added,
+            "tickets_skipped": skipped_tickets,
+        })))
     })
     .await
 }

@@ -26,6 +26,7 @@ mod kb_shared;
 pub mod metrics;
 mod models;
 mod openapi;
+mod openapi_agents;
 mod openapi_kb;
 pub mod state;
 mod tokenize;

@@ -237,6 +237,7 @@ pub fn document() -> Value {
     });
     if let Some(paths) = doc["paths"].as_object_mut() {
         paths.extend(super::openapi_kb::paths());
+        paths.extend(super::openapi_agents::paths());
     }
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         schemas.extend(super::openapi_kb::schemas());
