@@ -113,7 +113,8 @@ impl EngineArgs {
 /// ENCLAVE_SHUTDOWN_TIMEOUT_SECS, ENCLAVE_LOG_FORMAT, ENCLAVE_MAX_NUM_SEQS,
 /// ENCLAVE_MAX_NUM_BATCHED_TOKENS, ENCLAVE_KV_CACHE_MEMORY, ENCLAVE_KV_CACHE_DTYPE,
 /// ENCLAVE_BLOCK_SIZE, ENCLAVE_ENABLE_PREFIX_CACHING, ENCLAVE_MAX_QUEUE_LEN,
-/// ENCLAVE_TLS_CERT, ENCLAVE_TLS_KEY; lists
+/// ENCLAVE_TLS_CERT, ENCLAVE_TLS_KEY, ENCLAVE_AGENTS_DIR, ENCLAVE_DEMO_AGENT,
+/// ENCLAVE_RESOLUTION_WINDOW_DAYS; lists
 /// comma-separated), then the defaults. The config file takes the same names in TOML, with
 /// models as [[models]] tables (path, name, aliases, tool_call_parser) and engine settings
 /// under [engine]; see README.md.
@@ -134,6 +135,9 @@ struct ServeArgs {
     /// Do not serve the built-in demo-retail agent
     #[arg(long)]
     no_demo_agent: bool,
+    /// An agent's answer counts as resolved when the same contact does not come back with the same intent within this many days [default: 7]
+    #[arg(long)]
+    resolution_window_days: Option<u32>,
     /// Address to listen on; 0.0.0.0 exposes the server to the network [default: 127.0.0.1]
     #[arg(long)]
     host: Option<String>,
@@ -187,6 +191,7 @@ impl ServeArgs {
             reranker: self.reranker.clone(),
             agents_dir: self.agents_dir.clone(),
             demo_agent: self.no_demo_agent.then_some(false),
+            resolution_window_days: self.resolution_window_days,
             host: self.host.clone(),
             port: self.port,
             api_key_hashes: self.api_key_hashes.clone(),

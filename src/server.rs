@@ -295,6 +295,7 @@ pub fn start_agents(
         kb: kb.clone(),
     };
     service.model_names = registry.by_name.keys().cloned().collect();
+    service.resolution_window_ms = i64::from(config.resolution_window_days) * 24 * 3_600_000;
     let catalog = service.catalog();
     let matching = if embedder.is_some() {
         "embeddings and BM25"

@@ -214,7 +214,7 @@ pub fn coverage_gaps(records: &[UnansweredRecord]) -> Vec<CoverageGap> {
         *gap.reasons.entry(r.reason.clone()).or_default() += 1;
     }
     let mut gaps: Vec<CoverageGap> = groups.into_iter().map(|(_, g)| g).collect();
-    gaps.sort_by(|a, b| b.count.cmp(&a.count));
+    gaps.sort_by_key(|g| std::cmp::Reverse(g.count));
     gaps.truncate(MAX_GAPS);
     gaps
 }

@@ -86,8 +86,7 @@ pub fn parse(detail: &str, answer: &str) -> Option<String> {
         "username" => answer
             .split_whitespace()
             .map(|t| t.trim_matches(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.')))
-            .filter(|t| !t.is_empty() && !t.contains('@'))
-            .last()
+            .rfind(|t| !t.is_empty() && !t.contains('@'))
             .map(str::to_string),
         _ => (!words(answer).is_empty()).then(|| answer.chars().take(200).collect()),
     }

@@ -1,7 +1,9 @@
 //! [`AgentService`]: the agents a server runs, their conversations and the handoff queue.
 //!
 //! Owns the life of a conversation: start it, take a customer turn (policy, answer or handoff,
-//! all recorded in one transaction), let a human claim, reply and resolve, and take CSAT.
+//! all recorded in one transaction), let a human claim, reply and resolve, and take CSAT. The
+//! human side is in `humans` and turns whose client carries the history in `stateless`, both
+//! further `impl AgentService` blocks.
 //! Blocking by design (SQLite, embeddings, the engine's blocking stream): async callers run it
 //! on a blocking thread. Depends on the other agent modules, the `Generator` trait and
 //! `knowledge`; never on the API.
@@ -96,7 +98,7 @@ pub struct Transcript {
 pub struct AgentService {
     agents: RwLock<BTreeMap<String, Arc<AgentRuntime>>>,
     pub store: SupportStore,
-    generator: Arc<dyn Generator>,
+    pub(super) generator: Arc<dyn Generator>,
     clock: Arc<dyn Clock>,
     pub metrics: AgentMetrics,
     /// Where definitions are written by the admin API; `None`: read-only.
@@ -377,199 +379,6 @@ impl AgentService {
         })
     }
 
-    /// A turn whose history the client carries (`(customer, agent reply)` pairs, oldest
-    /// first): nothing is stored unless it hands off, when the conversation is stored whole so
-    /// the human who picks it up sees it.
-    pub fn stateless_turn(
-        &self,
-        agent: &str,
-        turns: &[(String, String)],
-        text: &str,
-    ) -> Result<TurnReport, AgentError> {
-        let text = Self::check_message(text)?;
-        let rt = self.agent(agent)?;
-        let memory = super::replay::memory_from(&rt, turns).map_err(TurnError::from)?;
-        let now = self.now();
-        let history: Vec<MessageRecord> = turns
-            .iter()
-            .flat_map(|(c, a)| [("customer", c), ("agent", a)])
-            .map(|(role, t)| MessageRecord {
-                id: 0,
-                role: role.into(),
-                kind: role.into(),
-                author: None,
-                text: t.clone(),
-                created_at: now,
-                intent: None,
-                citations: Vec::new(),
-            })
-            .collect();
-        self.metrics.customer_message(agent);
-        let result = run_turn(
-            &rt,
-            self.generator.as_ref(),
-            TurnInput {
-                message: text,
-                history: &history,
-                memory,
-                now,
-            },
-        )?;
-        let mut decisions: Vec<DecisionRecord> = result.decisions.iter().map(record).collect();
-        for d in &result.decisions {
-            self.metrics.decision(agent, d);
-        }
-        let intent_json = result.intent.as_ref().map(|m| json!(m));
-        if let Some((reason, decision)) = result.handoff {
-            decisions.push(record(&decision));
-            let id = random_id("conv_");
-            self.store.create_conversation(
-                &id,
-                agent,
-                None,
-                &json!({ "channel": "chat.completions" }),
-                now,
-            )?;
-            for m in &history {
-                self.store.append_message(
-                    &id,
-                    &NewMessage {
-                        role: if m.role == "customer" {
-                            "customer"
-                        } else {
-                            "agent"
-                        },
-                        kind: if m.role == "customer" {
-                            "customer"
-                        } else {
-                            "answer"
-                        },
-                        author: None,
-                        text: &m.text,
-                        intent: None,
-                        citations: &[],
-                    },
-                    now,
-                )?;
-            }
-            let conv = self.store.conversation(&id)?;
-            let mut memory = result.memory;
-            let intent_name = memory.last_intent.as_ref().map(|i| i.0.clone());
-            let mut report = self.hand_off(HandoffTurn {
-                rt: &rt,
-                conv: &conv,
-                history,
-                customer: NewMessage {
-                    role: "customer",
-                    kind: "customer",
-                    author: None,
-                    text,
-                    intent: intent_name.as_deref(),
-                    citations: &[],
-                },
-                memory: &mut memory,
-                decisions,
-                reason,
-                decision,
-                unanswered: result.unanswered.map(|u| (agent, u)),
-                now,
-            })?;
-            report.intent = intent_json;
-            return Ok(report);
-        }
-        let reply = result
-            .reply
-            .ok_or_else(|| AgentError::Io("the turn produced no reply".into()))?;
-        Ok(TurnReport {
-            conversation_id: String::new(),
-            status: ConversationStatus::Open,
-            messages: vec![OutMessage {
-                id: 0,
-                role: "agent",
-                kind: reply.kind.to_string(),
-                text: reply.text,
-                citations: reply.citations,
-            }],
-            handoff: None,
-            decisions,
-            intent: intent_json,
-        })
-    }
-
-    /// A customer message while a human has (or is about to have) the conversation: stored for
-    /// them, and answered only with where things stand.
-    fn while_with_humans(
-        &self,
-        conv: &ConversationRecord,
-        text: &str,
-        now: i64,
-    ) -> Result<TurnReport, AgentError> {
-        let waiting = conv.status == ConversationStatus::HandedOff;
-        let notice = "Thanks, I've added that to your conversation. A colleague will be with you \
-                      shortly.";
-        let d = DecisionRecord {
-            action: "hold".into(),
-            reason: format!(
-                "the conversation is {}; a human answers",
-                conv.status.as_str()
-            ),
-            detail: json!({}),
-            created_at: now,
-            message_id: None,
-        };
-        let memory = conv.memory.clone();
-        let replies = if waiting {
-            vec![NewMessage {
-                role: "agent",
-                kind: "notice",
-                author: Some(&conv.agent),
-                text: notice,
-                intent: None,
-                citations: &[],
-            }]
-        } else {
-            Vec::new()
-        };
-        let ids = self.store.commit_turn(&TurnWrite {
-            conversation_id: &conv.id,
-            now,
-            customer: Some(NewMessage {
-                role: "customer",
-                kind: "customer",
-                author: None,
-                text,
-                intent: None,
-                citations: &[],
-            }),
-            replies,
-            decisions: vec![d.clone()],
-            status: conv.status,
-            handoff_reason: None,
-            primary_intent: None,
-            confirmed: conv.confirmed,
-            memory: &memory,
-            unanswered: None,
-            handoff: None,
-        })?;
-        Ok(TurnReport {
-            conversation_id: conv.id.clone(),
-            status: conv.status,
-            messages: ids
-                .into_iter()
-                .map(|id| OutMessage {
-                    id,
-                    role: "agent",
-                    kind: "notice".into(),
-                    text: notice.into(),
-                    citations: Vec::new(),
-                })
-                .collect(),
-            handoff: self.store.handoff_for(&conv.id)?,
-            decisions: vec![d],
-            intent: None,
-        })
-    }
-
     fn summary(
         &self,
         rt: &AgentRuntime,
@@ -596,7 +405,7 @@ impl AgentService {
         }
     }
 
-    fn hand_off(&self, h: HandoffTurn<'_>) -> Result<TurnReport, AgentError> {
+    pub(super) fn hand_off(&self, h: HandoffTurn<'_>) -> Result<TurnReport, AgentError> {
         let HandoffTurn {
             rt,
             conv,
@@ -716,83 +525,6 @@ impl AgentService {
         });
     }
 
-    pub fn claim(&self, handoff: &str, who: &str) -> Result<HandoffRecord, AgentError> {
-        if who.trim().is_empty() || who.len() > 200 {
-            return Err(AgentError::InvalidArgument(
-                "`by` must name who claims, in 1 to 200 characters".into(),
-            ));
-        }
-        Ok(self.store.claim_handoff(handoff, who.trim(), self.now())?)
-    }
-
-    /// A human's reply, into the same conversation.
-    pub fn human_reply(
-        &self,
-        handoff: &str,
-        who: &str,
-        text: &str,
-    ) -> Result<MessageRecord, AgentError> {
-        let text = Self::check_message(text)?;
-        let h = self.store.handoff(handoff)?;
-        if h.status != "claimed" {
-            return Err(AgentError::Store(StoreError::Conflict(format!(
-                "handoff `{handoff}` is {}; claim it before replying",
-                h.status
-            ))));
-        }
-        let now = self.now();
-        let id = self.store.append_message(
-            &h.conversation_id,
-            &NewMessage {
-                role: "human",
-                kind: "reply",
-                author: Some(who),
-                text,
-                intent: None,
-                citations: &[],
-            },
-            now,
-        )?;
-        Ok(self
-            .store
-            .messages(&h.conversation_id)?
-            .into_iter()
-            .find(|m| m.id == id)
-            .ok_or_else(|| AgentError::Io("the reply was not stored".into()))?)
-    }
-
-    pub fn resolve(&self, handoff: &str) -> Result<HandoffRecord, AgentError> {
-        Ok(self.store.resolve_handoff(handoff, self.now())?)
-    }
-
-    /// CSAT 1 to 5 with an optional comment; `resolved` records the customer's own verdict.
-    pub fn rate(
-        &self,
-        agent: &str,
-        id: &str,
-        score: i64,
-        comment: Option<&str>,
-        resolved: Option<bool>,
-    ) -> Result<(), AgentError> {
-        self.conversation_of(agent, id)?;
-        if !(1..=5).contains(&score) {
-            return Err(AgentError::InvalidArgument(format!(
-                "score must be 1 to 5, got {score}"
-            )));
-        }
-        if comment.is_some_and(|c| c.chars().count() > 2000) {
-            return Err(AgentError::InvalidArgument(
-                "comment is longer than 2000 characters".into(),
-            ));
-        }
-        self.store.set_csat(id, score as u8, comment, self.now())?;
-        if let Some(r) = resolved {
-            self.store.set_confirmed(id, r)?;
-        }
-        self.metrics.csat(agent, score as u8);
-        Ok(())
-    }
-
     pub fn analytics(&self, agent: &str, from: i64, to: i64) -> Result<AgentAnalytics, AgentError> {
         self.agent(agent)?;
         if from >= to {
@@ -811,20 +543,20 @@ impl AgentService {
     }
 }
 
-struct HandoffTurn<'a> {
-    rt: &'a AgentRuntime,
-    conv: &'a ConversationRecord,
-    history: Vec<MessageRecord>,
-    customer: NewMessage<'a>,
-    memory: &'a mut Memory,
-    decisions: Vec<DecisionRecord>,
-    reason: HandoffReason,
-    decision: Decision,
-    unanswered: Option<(&'a str, super::store::UnansweredRecord)>,
-    now: i64,
+pub(super) struct HandoffTurn<'a> {
+    pub(super) rt: &'a AgentRuntime,
+    pub(super) conv: &'a ConversationRecord,
+    pub(super) history: Vec<MessageRecord>,
+    pub(super) customer: NewMessage<'a>,
+    pub(super) memory: &'a mut Memory,
+    pub(super) decisions: Vec<DecisionRecord>,
+    pub(super) reason: HandoffReason,
+    pub(super) decision: Decision,
+    pub(super) unanswered: Option<(&'a str, super::store::UnansweredRecord)>,
+    pub(super) now: i64,
 }
 
-fn record(d: &Decision) -> DecisionRecord {
+pub(super) fn record(d: &Decision) -> DecisionRecord {
     let action = serde_json::to_value(&d.action).unwrap_or(Value::Null);
     DecisionRecord {
         action: action["action"].as_str().unwrap_or("unknown").to_string(),

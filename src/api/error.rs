@@ -222,6 +222,32 @@ impl From<TokenizerError> for ApiError {
     }
 }
 
+impl From<crate::agent::AgentError> for ApiError {
+    fn from(e: crate::agent::AgentError) -> Self {
+        use crate::agent::store::StoreError as S;
+        use crate::agent::AgentError as A;
+        match &e {
+            A::NoAgent(_) | A::WrongAgent { .. } => {
+                Self::NotFound(format!("{e}; GET /v1/agents lists the agents served here"))
+            }
+            A::Store(S::NoConversation(_) | S::NoHandoff(_)) => Self::NotFound(e.to_string()),
+            A::Store(S::Conflict(_)) => Self::Conflict(e.to_string()),
+            A::InvalidMessage(_) => Self::invalid(e.to_string(), "content"),
+            A::InvalidArgument(_) => Self::InvalidRequest {
+                message: e.to_string(),
+                param: None,
+                code: None,
+            },
+            A::Definition(d) => Self::InvalidRequest {
+                message: e.to_string(),
+                param: Some(d.key.clone()),
+                code: Some("invalid_agent_definition"),
+            },
+            _ => Self::Internal(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,31 +284,5 @@ mod tests {
             message.contains("5000") && message.contains("4096"),
             "{message}"
         );
-    }
-}
-
-impl From<crate::agent::AgentError> for ApiError {
-    fn from(e: crate::agent::AgentError) -> Self {
-        use crate::agent::store::StoreError as S;
-        use crate::agent::AgentError as A;
-        match &e {
-            A::NoAgent(_) | A::WrongAgent { .. } => {
-                Self::NotFound(format!("{e}; GET /v1/agents lists the agents served here"))
-            }
-            A::Store(S::NoConversation(_) | S::NoHandoff(_)) => Self::NotFound(e.to_string()),
-            A::Store(S::Conflict(_)) => Self::Conflict(e.to_string()),
-            A::InvalidMessage(_) => Self::invalid(e.to_string(), "content"),
-            A::InvalidArgument(_) => Self::InvalidRequest {
-                message: e.to_string(),
-                param: None,
-                code: None,
-            },
-            A::Definition(d) => Self::InvalidRequest {
-                message: e.to_string(),
-                param: Some(d.key.clone()),
-                code: Some("invalid_agent_definition"),
-            },
-            _ => Self::Internal(e.to_string()),
-        }
     }
 }

@@ -97,6 +97,9 @@ pub struct ServeOptions {
     pub agents_dir: Option<PathBuf>,
     /// Serve the built-in `demo-retail` agent (default true).
     pub demo_agent: Option<bool>,
+    /// An answer counts as resolved when its contact does not return with the same intent
+    /// within this many days (default 7).
+    pub resolution_window_days: Option<u32>,
     pub host: Option<String>,
     pub port: Option<u16>,
     #[serde(default)]
@@ -131,6 +134,7 @@ pub struct ServeConfig {
     /// `None`: the data directory's `agents` folder.
     pub agents_dir: Option<PathBuf>,
     pub demo_agent: bool,
+    pub resolution_window_days: u32,
     pub host: String,
     pub port: u16,
     pub api_key_hashes: Vec<String>,
@@ -219,6 +223,7 @@ impl ServeOptions {
             reranker: get("ENCLAVE_RERANKER"),
             agents_dir: get("ENCLAVE_AGENTS_DIR").map(PathBuf::from),
             demo_agent: boolean(&get, "ENCLAVE_DEMO_AGENT")?,
+            resolution_window_days: num(&get, "ENCLAVE_RESOLUTION_WINDOW_DAYS")?,
             host: get("ENCLAVE_HOST"),
             port: num(&get, "ENCLAVE_PORT")?,
             api_key_hashes: list("ENCLAVE_API_KEY_HASHES"),
@@ -260,6 +265,7 @@ impl ServeOptions {
             reranker: self.reranker.or(other.reranker),
             agents_dir: self.agents_dir.or(other.agents_dir),
             demo_agent: self.demo_agent.or(other.demo_agent),
+            resolution_window_days: self.resolution_window_days.or(other.resolution_window_days),
             host: self.host.or(other.host),
             port: self.port.or(other.port),
             api_key_hashes: list(self.api_key_hashes, other.api_key_hashes),
@@ -331,6 +337,14 @@ impl ServeOptions {
             embedding_models: self.embedding_models,
             agents_dir: self.agents_dir,
             demo_agent: self.demo_agent.unwrap_or(true),
+            resolution_window_days: match self.resolution_window_days.unwrap_or(7) {
+                0 => {
+                    return Err(ConfigError::Invalid(
+                        "the resolution window must be at least 1 day".into(),
+                    ))
+                }
+                d => d,
+            },
             host: self.host.unwrap_or_else(|| DEFAULT_HOST.into()),
             port: self.port.unwrap_or(DEFAULT_PORT),
             api_key_hashes: self.api_key_hashes,
