@@ -18,7 +18,6 @@ use tokio::sync::watch;
 
 use crate::agent::demo::{self, DEMO_AGENT};
 use crate::agent::registry::{self, BuildContext};
-use crate::agent::retrieval::{KbRetriever, LexicalRetriever, Retriever};
 use crate::agent::{AgentError, AgentService, SupportStore, SystemClock};
 use crate::agent_engine::{EngineGenerator, EngineModel};
 use crate::api::auth::{ApiKeys, KeyDigest, KeyHashError};
@@ -32,7 +31,7 @@ use crate::config::PathsConfig;
 use crate::embedding::{EmbeddingModel, Reranker};
 use crate::engine::grammar::GrammarVocab;
 use crate::engine::{spawn_engine, EngineConfig, EngineError, KvCacheMemory};
-use crate::knowledge::{Embedder, KnowledgeBase, OpenMode, SearchMode};
+use crate::knowledge::{Embedder, KnowledgeBase, OpenMode};
 use crate::model::KvDtype;
 use crate::tokenizer::tool_calls::ToolCallFormat;
 
@@ -304,18 +303,7 @@ pub fn start_agents(
     };
     if config.demo_agent && !dir.join(format!("{DEMO_AGENT}.toml")).is_file() {
         let (def, text) = demo::definition(&catalog).map_err(AgentError::from)?;
-        let retriever: Arc<dyn Retriever> = match (&kb, &embedder) {
-            (Some(kb), Some(e)) => {
-                let written = demo::ingest(kb, e.model_id())?;
-                tracing::info!(documents = written, "demo-retail knowledge ingested");
-                Arc::new(KbRetriever {
-                    kb: kb.clone(),
-                    collections: vec![demo::DEMO_COLLECTION.to_string()],
-                    mode: SearchMode::Hybrid,
-                })
-            }
-            _ => Arc::new(LexicalRetriever::new(demo::documents())),
-        };
+        let retriever = demo::retriever(kb.as_ref(), embedder.as_ref().map(|e| e.model_id()))?;
         let rt = registry::build(
             def,
             text,

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use enclave::agent::demo;
 use enclave::agent::registry::{self, BuildContext};
-use enclave::agent::retrieval::{KbRetriever, Retriever};
 use enclave::agent::{AgentService, ManualClock, SupportStore};
 use enclave::api::{
     router, AppState, CorsConfig, HttpLimits, Lifecycle, ModelRegistry, ServedEmbedder,
@@ -24,7 +23,7 @@ use enclave::api::{
 use enclave::config::serve::ModelEntry;
 use enclave::config::PathsConfig;
 use enclave::engine::{EngineConfig, KvCacheMemory};
-use enclave::knowledge::{Embedder, KnowledgeBase, OpenMode, SearchMode};
+use enclave::knowledge::{Embedder, KnowledgeBase, OpenMode};
 use serde_json::{json, Value};
 
 const AGENT: &str = "/v1/agents/demo-retail";
@@ -71,7 +70,6 @@ fn start() -> Result<Server> {
         vec![embedder.clone()],
         OpenMode::ReadWrite,
     )?);
-    demo::ingest(&kb, embedder.model_id())?;
     let clock = Arc::new(ManualClock::new(T0));
     let mut service = AgentService::new(
         SupportStore::open(&paths.support_db())?,
@@ -80,17 +78,13 @@ fn start() -> Result<Server> {
         Some(paths.agents_dir()),
     );
     service.build_context = BuildContext {
-        embedder: Some(embedder),
+        embedder: Some(embedder.clone()),
         kb: Some(kb.clone()),
     };
     service.model_names = registry.by_name.keys().cloned().collect();
     let (mut def, text) = demo::definition(&service.catalog())?;
     def.thresholds.confidence_floor = toml::Spanned::new(0..0, 0.1);
-    let retriever: Arc<dyn Retriever> = Arc::new(KbRetriever {
-        kb: kb.clone(),
-        collections: vec![demo::DEMO_COLLECTION.into()],
-        mode: SearchMode::Hybrid,
-    });
+    let retriever = demo::retriever(Some(&kb), Some(embedder.model_id()))?;
     let rt = registry::build(
         def,
         text,

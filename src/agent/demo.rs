@@ -12,8 +12,12 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::definition::{Catalog, Definition, DefinitionError};
-use super::retrieval::MemoryDocument;
-use crate::knowledge::{CollectionParams, IngestOptions, KnowledgeBase, KnowledgeError};
+use std::sync::Arc;
+
+use super::retrieval::{KbRetriever, LexicalRetriever, MemoryDocument, Retriever};
+use crate::knowledge::{
+    CollectionParams, IngestOptions, KnowledgeBase, KnowledgeError, SearchMode,
+};
 
 pub const DEMO_AGENT: &str = "demo-retail";
 pub const DEMO_COLLECTION: &str = "demo-retail";
@@ -82,6 +86,24 @@ pub fn documents() -> Vec<MemoryDocument> {
         }
     }
     out
+}
+
+/// Where the demo's knowledge is searched: the knowledge base (hybrid, its documents ingested
+/// first) when there is one with an embedding model; else BM25 over the documents in memory.
+pub fn retriever(
+    kb: Option<&Arc<KnowledgeBase>>,
+    model_id: Option<&str>,
+) -> Result<Arc<dyn Retriever>, KnowledgeError> {
+    let (Some(kb), Some(model_id)) = (kb, model_id) else {
+        return Ok(Arc::new(LexicalRetriever::new(documents())));
+    };
+    let written = ingest(kb, model_id)?;
+    tracing::info!(documents = written, "demo-retail knowledge ingested");
+    Ok(Arc::new(KbRetriever {
+        kb: kb.clone(),
+        collections: vec![DEMO_COLLECTION.to_string()],
+        mode: SearchMode::Hybrid,
+    }))
 }
 
 /// Puts the demo's documents in the knowledge base (creating the collection with the first

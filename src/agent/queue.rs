@@ -89,14 +89,7 @@ impl SupportStore {
     pub fn claim_handoff(&self, id: &str, who: &str, now: i64) -> Result<HandoffRecord> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let (status, conv): (String, String) = tx
-                .query_row(
-                    "SELECT status, conversation_id FROM handoffs WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?
-                .ok_or_else(|| StoreError::NoHandoff(id.to_string()))?;
+            let (status, conv) = handoff_state(&tx, id)?;
             if status != "waiting" {
                 return Err(StoreError::Conflict(format!(
                     "handoff `{id}` is {status}, not waiting; only a waiting handoff can be \
@@ -122,14 +115,7 @@ impl SupportStore {
     pub fn resolve_handoff(&self, id: &str, now: i64) -> Result<HandoffRecord> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let (status, conv): (String, String) = tx
-                .query_row(
-                    "SELECT status, conversation_id FROM handoffs WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?
-                .ok_or_else(|| StoreError::NoHandoff(id.to_string()))?;
+            let (status, conv) = handoff_state(&tx, id)?;
             if status == "resolved" {
                 return Err(StoreError::Conflict(format!(
                     "handoff `{id}` is already resolved"
@@ -251,6 +237,17 @@ impl SupportStore {
 }
 
 /// Queues `h`; `commit_turn` calls it inside the turn's transaction.
+/// A handoff's status and conversation, read inside the caller's transaction.
+fn handoff_state(c: &Connection, id: &str) -> Result<(String, String)> {
+    c.query_row(
+        "SELECT status, conversation_id FROM handoffs WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NoHandoff(id.to_string()))
+}
+
 pub(super) fn insert_handoff(c: &Connection, h: &HandoffRecord) -> Result<()> {
     c.execute(
         "INSERT INTO handoffs (id, conversation_id, agent, queue, status, reason, packet, \

@@ -274,6 +274,27 @@ impl AgentService {
         Ok(t)
     }
 
+    /// Runs the agent's turn loop on one message.
+    pub(super) fn run(
+        &self,
+        rt: &AgentRuntime,
+        message: &str,
+        history: &[MessageRecord],
+        memory: Memory,
+        now: i64,
+    ) -> Result<super::turn::TurnResult, AgentError> {
+        Ok(run_turn(
+            rt,
+            self.generator.as_ref(),
+            TurnInput {
+                message,
+                history,
+                memory,
+                now,
+            },
+        )?)
+    }
+
     /// Takes one customer message and returns what the customer sees next.
     pub fn post_message(
         &self,
@@ -294,16 +315,7 @@ impl AgentService {
             return self.while_with_humans(&conv, text, now);
         }
         let memory = Memory::from_json(&conv.memory);
-        let result = run_turn(
-            &rt,
-            self.generator.as_ref(),
-            TurnInput {
-                message: text,
-                history: &history,
-                memory,
-                now,
-            },
-        )?;
+        let result = self.run(&rt, text, &history, memory, now)?;
         let intent_name = result.intent.as_ref().and_then(|m| {
             m.in_scope(*rt.def.thresholds.intent_floor.get_ref())
                 .map(str::to_string)

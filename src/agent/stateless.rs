@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::service::{record, AgentError, AgentService, HandoffTurn, OutMessage, TurnReport};
 use super::store::{ConversationStatus, DecisionRecord, MessageRecord, NewMessage};
-use super::turn::{run_turn, TurnError, TurnInput};
+use super::turn::TurnError;
 use crate::knowledge::random_id;
 
 impl AgentService {
@@ -41,16 +41,7 @@ impl AgentService {
             })
             .collect();
         self.metrics.customer_message(agent);
-        let result = run_turn(
-            &rt,
-            self.generator.as_ref(),
-            TurnInput {
-                message: text,
-                history: &history,
-                memory,
-                now,
-            },
-        )?;
+        let result = self.run(&rt, text, &history, memory, now)?;
         let mut decisions: Vec<DecisionRecord> = result.decisions.iter().map(record).collect();
         for d in &result.decisions {
             self.metrics.decision(agent, d);
