@@ -297,9 +297,9 @@ pub fn start_agents(
     service.resolution_window_ms = i64::from(config.resolution_window_days) * 24 * 3_600_000;
     let catalog = service.catalog();
     let matching = if embedder.is_some() {
-        "embeddings and BM25"
+        "embeddings"
     } else {
-        "BM25 alone"
+        "BM25"
     };
     if config.demo_agent && !dir.join(format!("{DEMO_AGENT}.toml")).is_file() {
         let (def, text) = demo::definition(&catalog).map_err(AgentError::from)?;

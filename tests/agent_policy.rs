@@ -177,6 +177,9 @@ fn handoff_reason(r: &TurnReport) -> Option<String> {
 #[test]
 fn fraud_hands_off_before_any_generation_with_the_packet_filled() {
     let f = fixture();
+    let earlier = f.start(Some("cust-1"));
+    f.say(&earlier, "how do I reset my password");
+    f.clock.advance_ms(60_000);
     let c = f.start(Some("cust-1"));
     let r = f.say(&c, "how much does shipping cost for order 123456789");
     assert_eq!(r.messages[0].kind, "answer");
@@ -202,6 +205,13 @@ fn fraud_hands_off_before_any_generation_with_the_packet_filled() {
         .contains("fraud"));
     assert_eq!(p["customer"]["contact_id"], "cust-1");
     assert_eq!(p["customer"]["details"]["email"], "a@b.co");
+    let previous = &p["customer"]["previous_conversations"];
+    assert_eq!(
+        previous[0]["id"],
+        earlier.as_str(),
+        "the contact's history: {p}"
+    );
+    assert_eq!(previous[0]["primary_intent"], "reset_password");
     assert_eq!(p["customer"]["details"]["order_id"], "123456789");
     assert!(!p["summary"].as_str().unwrap().is_empty());
     assert_eq!(

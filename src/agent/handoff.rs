@@ -152,6 +152,8 @@ pub struct PacketParts<'a> {
     pub summary_source: &'static str,
     pub queue: &'a str,
     pub wait: &'a WaitEstimate,
+    /// The contact's earlier conversations with this agent, newest first.
+    pub previous: &'a [ConversationRecord],
 }
 
 pub fn packet(p: &PacketParts<'_>) -> Value {
@@ -195,6 +197,13 @@ pub fn packet(p: &PacketParts<'_>) -> Value {
         "customer": {
             "contact_id": p.conversation.contact_id,
             "details": p.memory.details,
+            "previous_conversations": p.previous.iter().map(|c| json!({
+                "id": c.id,
+                "created_at": c.created_at,
+                "status": c.status,
+                "primary_intent": c.primary_intent,
+                "handoff_reason": c.handoff_reason,
+            })).collect::<Vec<_>>(),
         },
         "tried": p.memory.attempts,
         "sources": sources,

@@ -446,7 +446,14 @@ impl AgentService {
             citations: Vec::new(),
         });
         let (summary, summary_source) = self.summary(rt, &history, memory, &decision.reason);
+        let previous = match &conv.contact_id {
+            Some(c) => self
+                .store
+                .contact_history(&conv.agent, c, conv.created_at, 10)?,
+            None => Vec::new(),
+        };
         let packet = handoff::packet(&PacketParts {
+            previous: &previous,
             conversation: conv,
             transcript: &history,
             memory,
