@@ -84,6 +84,32 @@ pub struct TurnReport {
     pub intent: Option<Value>,
 }
 
+impl TurnReport {
+    /// A turn the agent answered itself (no handoff).
+    pub(super) fn reply(
+        conversation_id: &str,
+        message_id: i64,
+        reply: super::turn::Reply,
+        decisions: Vec<DecisionRecord>,
+        intent: Option<Value>,
+    ) -> Self {
+        Self {
+            conversation_id: conversation_id.to_string(),
+            status: ConversationStatus::Open,
+            messages: vec![OutMessage {
+                id: message_id,
+                role: "agent",
+                kind: reply.kind.to_string(),
+                text: reply.text,
+                citations: reply.citations,
+            }],
+            handoff: None,
+            decisions,
+            intent,
+        }
+    }
+}
+
 /// A conversation with everything recorded about it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Transcript {
@@ -375,20 +401,13 @@ impl AgentService {
             unanswered,
             handoff: None,
         })?;
-        Ok(TurnReport {
-            conversation_id: id.to_string(),
-            status: ConversationStatus::Open,
-            messages: vec![OutMessage {
-                id: ids.first().copied().unwrap_or_default(),
-                role: "agent",
-                kind: reply.kind.to_string(),
-                text: reply.text,
-                citations: reply.citations,
-            }],
-            handoff: None,
+        Ok(TurnReport::reply(
+            id,
+            ids.first().copied().unwrap_or_default(),
+            reply,
             decisions,
-            intent: intent_json,
-        })
+            intent_json,
+        ))
     }
 
     fn summary(

@@ -7,8 +7,8 @@
 
 use serde_json::json;
 
-use super::service::{record, AgentError, AgentService, HandoffTurn, OutMessage, TurnReport};
-use super::store::{ConversationStatus, DecisionRecord, MessageRecord, NewMessage};
+use super::service::{record, AgentError, AgentService, HandoffTurn, TurnReport};
+use super::store::{DecisionRecord, MessageRecord, NewMessage};
 use super::turn::TurnError;
 use crate::knowledge::random_id;
 
@@ -107,19 +107,6 @@ impl AgentService {
         let reply = result
             .reply
             .ok_or_else(|| AgentError::Io("the turn produced no reply".into()))?;
-        Ok(TurnReport {
-            conversation_id: String::new(),
-            status: ConversationStatus::Open,
-            messages: vec![OutMessage {
-                id: 0,
-                role: "agent",
-                kind: reply.kind.to_string(),
-                text: reply.text,
-                citations: reply.citations,
-            }],
-            handoff: None,
-            decisions,
-            intent: intent_json,
-        })
+        Ok(TurnReport::reply("", 0, reply, decisions, intent_json))
     }
 }
