@@ -3,6 +3,9 @@
 //! Layers, from the edge inwards (an arrow is "may use"):
 //!
 //! ```text
+//! main ─► server ─► api ─┬─► agent ─┬─► Generator trait (agent_engine: the engines)
+//!                        │          └─► knowledge ─► Embedder trait (kb_embedder)
+//!                        └─► engine, knowledge, embedding, tokenizer
 //! main ─► bundle (model + tokenizer + defaults) ─► engine ─► model ─► model::cpu kernels
 //!                                              └─► tokenizer
 //! config, ids ◄── used by all (data only)
@@ -10,7 +13,9 @@
 //!
 //! `model` is pure compute: logits for a packed batch of ragged sequences against a paged KV
 //! cache. It never sees a request or a sequence. `tokenizer` never sees tensors. `engine` turns
-//! logits into tokens. Only `config` reads the environment.
+//! logits into tokens. `agent` decides support conversations in code and reaches models only
+//! through a trait, so it never depends on the engine's internals or on `api`. Only `config`
+//! reads the environment.
 
 pub mod agent;
 pub mod agent_engine;
