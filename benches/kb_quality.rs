@@ -25,7 +25,7 @@ mod minilm;
 use minilm::minilm_dir;
 
 use anyhow::{Context, Result};
-use enclave::agent::intent::IntentIndex;
+use enclave::agent::intent::{IntentIndex, BM25_FLOOR_SCALE};
 use enclave::embedding::EmbeddingModel;
 use enclave::knowledge::{
     CollectionParams, Embedder, IngestOptions, KnowledgeBase, OpenMode, SearchFilter, SearchMode,
@@ -64,6 +64,24 @@ fn classify(
         .zip(&vectors)
         .map(|(t, v)| {
             let m = index.classify(t, Some(v))?;
+            Ok((m.intent.unwrap_or_default(), m.similarity))
+        })
+        .collect()
+}
+
+/// As `classify`, with BM25 over the examples (no embedding model).
+fn classify_bm25(
+    train: &[(String, String)],
+    queries: &[(String, String)],
+) -> Result<Vec<(String, f32)>> {
+    let index = IntentIndex::build(
+        train.iter().map(|(t, l)| (l.clone(), t.clone())).collect(),
+        None,
+    )?;
+    queries
+        .iter()
+        .map(|(t, _)| {
+            let m = index.classify(t, None)?;
             Ok((m.intent.unwrap_or_default(), m.similarity))
         })
         .collect()
@@ -156,31 +174,48 @@ fn clinc150(model: &Arc<EmbeddingModel>) -> Result<()> {
             .filter(|(i, _)| i % 5 == 4)
             .map(|(_, r)| r),
     );
-    let calib = classify(model, &indexed, &calibration)?;
-    let preds = classify(model, &indexed, &test)?;
-    let thresholds: Vec<f32> = (20..=95).map(|t| t as f32 / 100.0).collect();
-    // The floor is chosen on the calibration queries alone: the highest that costs at most
-    // half a point of their in-scope accuracy. (They are easier than val: the indexed train
-    // rows hold near-paraphrases of them, so an absolute target there rejects too much.)
-    let (cal0, _) = oos_score(&calib, &calibration, 0.0);
-    let floor = thresholds
-        .iter()
-        .copied()
-        .filter(|t| oos_score(&calib, &calibration, *t).0 >= cal0 - 0.005)
-        .fold(0.0f32, f32::max);
-    let (acc0, _) = oos_score(&preds, &test, 0.0);
-    for (label, th) in [
-        ("chosen on calibration", floor),
-        ("the agents' default", 0.44),
-    ] {
-        let (acc, recall) = oos_score(&preds, &test, th);
-        println!(
-            "clinc150 agent intents {}: intent_floor {th:.2} ({label}); val in-scope accuracy {:.2}%, out-of-scope recall {:.2}% (no floor: {:.2}%)",
-            model.id(),
-            100.0 * acc,
-            100.0 * recall,
-            100.0 * acc0
-        );
+    for bm25 in [false, true] {
+        let (calib, preds) = if bm25 {
+            (
+                classify_bm25(&indexed, &calibration)?,
+                classify_bm25(&indexed, &test)?,
+            )
+        } else {
+            (
+                classify(model, &indexed, &calibration)?,
+                classify(model, &indexed, &test)?,
+            )
+        };
+        let method = if bm25 {
+            "BM25".to_string()
+        } else {
+            model.id().to_string()
+        };
+        let default_floor = if bm25 { 0.44 * BM25_FLOOR_SCALE } else { 0.44 };
+        let thresholds: Vec<f32> = (5..=95).map(|t| t as f32 / 100.0).collect();
+        // The floor is chosen on the calibration queries alone: the highest that costs at most
+        // half a point of their in-scope accuracy. (They are easier than val: the indexed
+        // train rows hold near-paraphrases of them, so an absolute target there rejects too
+        // much.)
+        let (cal0, _) = oos_score(&calib, &calibration, 0.0);
+        let floor = thresholds
+            .iter()
+            .copied()
+            .filter(|t| oos_score(&calib, &calibration, *t).0 >= cal0 - 0.005)
+            .fold(0.0f32, f32::max);
+        let (acc0, _) = oos_score(&preds, &test, 0.0);
+        for (label, th) in [
+            ("chosen on calibration", floor),
+            ("the agents' default", default_floor),
+        ] {
+            let (acc, recall) = oos_score(&preds, &test, th);
+            println!(
+                "clinc150 agent intents ({method}): floor {th:.2} ({label}); val in-scope accuracy {:.2}%, out-of-scope recall {:.2}% (no floor: {:.2}%)",
+                100.0 * acc,
+                100.0 * recall,
+                100.0 * acc0
+            );
+        }
     }
     Ok(())
 }
@@ -219,6 +254,83 @@ fn write_abcd(dir: &Path) -> Result<HashMap<String, String>> {
         }
     }
     Ok(ids)
+}
+
+/// The demo agent's intent name for an ABCD subflow, given as "Flow/Subflow" (guideline display
+/// names): subflows are listed in the same order in the guidelines and the ontology, and the
+/// demo prefixes the ambiguous ones.
+fn demo_intent_names() -> Result<HashMap<String, String>> {
+    let read = |f: &str| -> Result<Value> {
+        Ok(serde_json::from_slice(&std::fs::read(
+            support_data().join("abcd").join(f),
+        )?)?)
+    };
+    let (g, o) = (read("guidelines.json")?, read("ontology.json")?);
+    let mut out = HashMap::new();
+    for (flow, fv) in g.as_object().context("guidelines")? {
+        let key = flow.to_lowercase().replace([' ', '-'], "_");
+        let names = o["intents"]["subflows"][&key]
+            .as_array()
+            .context("ontology flow")?;
+        let subs = fv["subflows"].as_object().context("subflows")?;
+        for ((sub, _), name) in subs.iter().zip(names) {
+            let name = name.as_str().unwrap_or("");
+            let intent = match key.as_str() {
+                "shipping_issue" => format!("shipping_{name}"),
+                "single_item_query" | "storewide_query" => format!("faq_{name}"),
+                "troubleshoot_site" => format!("site_{name}"),
+                "subscription_inquiry" if name == "status_active" => {
+                    "subscription_status_active".into()
+                }
+                "subscription_inquiry" => format!(
+                    "subscription_{}",
+                    name.trim_start_matches("status_")
+                        .trim_start_matches("manage_")
+                ),
+                _ => name.to_string(),
+            };
+            out.insert(format!("{flow}/{sub}"), intent);
+        }
+    }
+    Ok(out)
+}
+
+/// The demo agent's intent accuracy on the held-out ABCD questions (none of its examples is
+/// close to them), and how many fall below its floor.
+fn demo_intents(model: &Arc<EmbeddingModel>) -> Result<()> {
+    let (def, _) = enclave::agent::demo::definition(&enclave::agent::definition::AnyCatalog)?;
+    let names = demo_intent_names()?;
+    let examples: Vec<(String, String)> = enclave::agent::definition::labelled_examples(&def)
+        .into_iter()
+        .flat_map(|(i, ex)| ex.into_iter().map(move |e| (i.clone(), e)))
+        .collect();
+    let embedder: Arc<dyn Embedder> = model.clone();
+    let floor = *def.thresholds.intent_floor.get_ref();
+    let questions: Vec<Value> = serde_json::from_slice(&std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/abcd_questions.json"),
+    )?)?;
+    for (label, e) in [
+        (model.id(), Some(embedder)),
+        ("BM25, no embedding model", None),
+    ] {
+        let index = IntentIndex::build(examples.clone(), e)?;
+        let (mut right, mut below) = (0, 0);
+        for q in &questions {
+            let expected = names
+                .get(q["doc"].as_str().unwrap_or(""))
+                .context("subflow")?;
+            let m = index.classify(q["question"].as_str().unwrap_or(""), None)?;
+            right += (m.intent.as_deref() == Some(expected.as_str())) as usize;
+            below += m.in_scope(floor).is_none() as usize;
+        }
+        println!(
+            "demo-retail intents ({label}): {:.2}% of {} held-out ABCD questions right ({} below the floor)",
+            100.0 * right as f64 / questions.len() as f64,
+            questions.len(),
+            below
+        );
+    }
+    Ok(())
 }
 
 fn abcd(model: Arc<EmbeddingModel>) -> Result<()> {
@@ -301,6 +413,7 @@ fn main() -> Result<()> {
         let model = Arc::new(EmbeddingModel::load(&dir, label)?);
         // KB_QUALITY=intents runs the intent benchmarks alone.
         let only = std::env::var("KB_QUALITY").unwrap_or_default();
+        demo_intents(&model)?;
         banking77(&model)?;
         clinc150(&model)?;
         if only != "intents" {

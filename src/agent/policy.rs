@@ -287,12 +287,13 @@ fn intent_decision(def: &Definition, memory: &Memory, m: &IntentMatch) -> Decisi
             ClarifyKind::OutOfScope,
             HandoffReason::OutOfScope,
             &format!(
-                "out of scope: the nearest intent{} is {:.2} similar, below the floor {floor:.2}",
+                "out of scope: the nearest intent{} is {:.2} similar, below the floor {:.2}",
                 m.intent
                     .as_deref()
                     .map(|i| format!(" `{i}`"))
                     .unwrap_or_default(),
-                m.similarity
+                m.similarity,
+                m.effective_floor(floor)
             ),
             detail,
         );
