@@ -85,6 +85,10 @@ fn start() -> Result<Server> {
     let (mut def, text) = demo::definition(&service.catalog())?;
     def.thresholds.confidence_floor = toml::Spanned::new(0..0, 0.1);
     let retriever = demo::retriever(Some(&kb), Some(embedder.model_id()))?;
+    // The knowledge base sizes full-context knowledge in SQL exactly as the loaded text would.
+    let loaded = enclave::agent::retrieval::estimated_tokens(&retriever.full_text()?);
+    assert_eq!(retriever.full_text_tokens()?, loaded);
+    assert!(loaded > 10_000, "{loaded}");
     let rt = registry::build(
         def,
         text,

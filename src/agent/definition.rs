@@ -475,10 +475,6 @@ impl Definition {
         self.triage.iter().find(|t| t.name.get_ref() == name)
     }
 
-    pub fn owns(&self, name: &str) -> bool {
-        self.intents.iter().any(|i| i.name.get_ref() == name)
-    }
-
     /// The model routed for `intent`, else the default.
     pub fn model_for(&self, intent: Option<&str>) -> Option<&str> {
         intent

@@ -144,6 +144,15 @@ impl IntentIndex {
         }
     }
 
+    /// Embeds `texts` in one batch; `None` without an embedder.
+    pub fn embed_many(&self, texts: &[String]) -> Result<Option<Vec<Vec<f32>>>, IntentError> {
+        match &self.embedder {
+            Some(e) if !texts.is_empty() => e.embed_queries(texts).map(Some).map_err(IntentError),
+            Some(_) => Ok(Some(Vec::new())),
+            None => Ok(None),
+        }
+    }
+
     /// Classifies `text`, given its embedding when the caller already has it.
     pub fn classify(&self, text: &str, vector: Option<&[f32]>) -> Result<IntentMatch, IntentError> {
         let hits = match (&self.vectors, vector) {
@@ -270,11 +279,6 @@ impl IntentIndex {
                 neighbours,
             },
         }
-    }
-
-    /// The example texts, for explaining a match.
-    pub fn example(&self, i: usize) -> Option<&str> {
-        self.texts.get(i).map(String::as_str)
     }
 }
 

@@ -14,11 +14,6 @@ use super::store::{
 };
 
 impl SupportStore {
-    /// Queues a handoff on its own.
-    pub fn insert_handoff(&self, h: &HandoffRecord) -> Result<()> {
-        self.with(|c| insert_handoff(c, h))
-    }
-
     pub fn set_webhook_status(&self, handoff: &str, status: &str) -> Result<()> {
         self.with(|c| {
             c.execute(

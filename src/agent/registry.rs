@@ -13,15 +13,11 @@ use std::sync::Arc;
 use super::definition::{labelled_examples, Catalog, Definition, DefinitionError, RetrievalMode};
 use super::escalation::EscalationMatcher;
 use super::intent::IntentIndex;
-use super::retrieval::{KbRetriever, Passage, Retriever};
+use super::retrieval::{KbRetriever, Retriever};
 use super::service::{AgentError, AgentService};
 use super::store::SupportStore;
 use super::turn::AgentRuntime;
 use crate::knowledge::{Embedder, KnowledgeBase, SearchMode};
-
-/// Characters per token assumed when sizing full-context knowledge: English text runs about
-/// four; three keeps the estimate on the safe side.
-const CHARS_PER_TOKEN: usize = 3;
 
 /// What agents are built with.
 #[derive(Clone, Default)]
@@ -90,10 +86,15 @@ pub fn build(
     let full_context = match (&retriever, def.knowledge.mode) {
         (None, _) | (Some(_), RetrievalMode::Rag) => None,
         (Some(r), mode) => {
-            let all = r.full_text().map_err(|e| AgentError::Io(e.to_string()))?;
+            let io = |e: super::retrieval::RetrievalError| AgentError::Io(e.to_string());
             let budget = *def.knowledge.full_context_max_tokens.get_ref();
-            let fits = estimated_tokens(&all) <= budget;
-            (mode == RetrievalMode::FullContext || fits).then_some(all)
+            let wanted =
+                mode == RetrievalMode::FullContext || r.full_text_tokens().map_err(io)? <= budget;
+            if wanted {
+                Some(r.full_text().map_err(io)?)
+            } else {
+                None
+            }
         }
     };
     Ok(AgentRuntime {
@@ -104,13 +105,6 @@ pub fn build(
         retriever,
         full_context,
     })
-}
-
-pub fn estimated_tokens(passages: &[Passage]) -> usize {
-    passages
-        .iter()
-        .map(|p| (p.title.len() + p.text.len()).div_ceil(CHARS_PER_TOKEN))
-        .sum()
 }
 
 /// Every `*.toml` in `dir`, sorted by name, parsed and checked. A missing folder has none.

@@ -33,9 +33,24 @@ pub trait Retriever: Send + Sync {
     /// `hybrid` or `bm25`, for the start-up log and the recorded decisions.
     fn method(&self) -> &'static str;
     fn search(&self, query: &str, top_k: usize) -> Result<Vec<Passage>, RetrievalError>;
-    /// Every document, in a fixed order, for full-context prompts; with its size in
-    /// characters.
+    /// Every document, in a fixed order, for full-context prompts.
     fn full_text(&self) -> Result<Vec<Passage>, RetrievalError>;
+    /// `full_text`'s estimated size in prompt tokens, without necessarily loading it.
+    fn full_text_tokens(&self) -> Result<usize, RetrievalError> {
+        Ok(estimated_tokens(&self.full_text()?))
+    }
+}
+
+/// Bytes per token assumed when sizing full-context knowledge: English text runs about four;
+/// three keeps the estimate on the safe side.
+pub const BYTES_PER_TOKEN: usize = 3;
+
+/// The estimated prompt tokens of `passages`: each title and text, rounded up per passage.
+pub fn estimated_tokens(passages: &[Passage]) -> usize {
+    passages
+        .iter()
+        .map(|p| (p.title.len() + p.text.len()).div_ceil(BYTES_PER_TOKEN))
+        .sum()
 }
 
 /// The share of `query`'s terms found in `text`.
@@ -118,6 +133,21 @@ impl Retriever for KbRetriever {
             }));
         }
         Ok(out)
+    }
+
+    /// Summed in SQLite, so sizing a large collection does not read it all into memory.
+    fn full_text_tokens(&self) -> Result<usize, RetrievalError> {
+        let store = self.kb.store();
+        let mut total = 0;
+        for name in &self.collections {
+            let c = store
+                .collection(name)
+                .map_err(|e| RetrievalError(e.to_string()))?;
+            total += store
+                .collection_text_tokens(c.id, BYTES_PER_TOKEN)
+                .map_err(|e| RetrievalError(e.to_string()))?;
+        }
+        Ok(total)
     }
 }
 

@@ -348,6 +348,9 @@ impl AgentService {
         });
         let intent_json = result.intent.as_ref().map(|m| json!(m));
         let mut decisions: Vec<DecisionRecord> = result.decisions.iter().map(record).collect();
+        for d in &result.decisions {
+            self.metrics.decision(agent, d);
+        }
         let customer = NewMessage {
             role: "customer",
             kind: "customer",
@@ -376,9 +379,6 @@ impl AgentService {
         let Some(reply) = result.reply else {
             return Err(AgentError::Io("the turn produced no reply".into()));
         };
-        for d in &result.decisions {
-            self.metrics.decision(agent, d);
-        }
         let memory_json = memory.to_json();
         let ids = self.store.commit_turn(&TurnWrite {
             conversation_id: id,

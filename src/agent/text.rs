@@ -31,14 +31,6 @@ pub fn contains_phrase(words: &[String], phrase: &[String]) -> bool {
     !phrase.is_empty() && words.windows(phrase.len()).any(|w| w == phrase)
 }
 
-/// Whether any phrase of `phrases` occurs in `text`; returns the first that does.
-pub fn find_phrase<'p>(text_words: &[String], phrases: &'p [String]) -> Option<&'p str> {
-    phrases
-        .iter()
-        .find(|p| contains_phrase(text_words, &words(p)))
-        .map(String::as_str)
-}
-
 /// Jaccard similarity of the two messages' word sets.
 pub fn jaccard(a: &[String], b: &[String]) -> f32 {
     let a: BTreeSet<&str> = a.iter().map(String::as_str).collect();

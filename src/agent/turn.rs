@@ -26,6 +26,8 @@ use super::text::{self, clip, jaccard, words};
 /// Near-duplicate thresholds: word-set overlap, or cosine similarity of embeddings.
 const REPEAT_JACCARD: f32 = 0.8;
 const REPEAT_COSINE: f32 = 0.95;
+/// Earlier customer messages a new one is compared with.
+const REPEAT_LOOKBACK: usize = 8;
 /// Shorter messages ("ok", "yes") are never counted as repeats.
 const REPEAT_MIN_WORDS: usize = 3;
 /// Times an answer prompt is shortened to fit the model's context before giving up.
@@ -215,21 +217,29 @@ impl Turn<'_> {
         {
             return Ok(None);
         }
-        for m in self
+        let earlier: Vec<String> = self
             .history
             .iter()
             .rev()
             .filter(|m| m.role == "customer")
-            .take(8)
-        {
-            let j = jaccard(w, &words(&m.text));
+            .take(REPEAT_LOOKBACK)
+            .map(|m| m.text.clone())
+            .collect();
+        // One batch for all the earlier messages, not one forward each.
+        let vectors = match &self.vector {
+            Some(_) => self.rt.intents.embed_many(&earlier)?,
+            None => None,
+        };
+        for (i, text) in earlier.iter().enumerate() {
+            let j = jaccard(w, &words(text));
             if j >= REPEAT_JACCARD {
-                return Ok(Some((m.text.clone(), j)));
+                return Ok(Some((text.clone(), j)));
             }
-            if let (Some(v), Some(prev)) = (&self.vector, self.rt.intents.embed(&m.text)?) {
-                let c = dot(v, &prev);
+            if let (Some(v), Some(prev)) = (&self.vector, vectors.as_ref().and_then(|vs| vs.get(i)))
+            {
+                let c = dot(v, prev);
                 if c >= REPEAT_COSINE {
-                    return Ok(Some((m.text.clone(), c)));
+                    return Ok(Some((text.clone(), c)));
                 }
             }
         }

@@ -348,6 +348,26 @@ impl Store {
         })
     }
 
+    /// The estimated prompt tokens of `collection_texts`: each document's title and content
+    /// bytes divided by `bytes_per_token`, rounded up per document.
+    pub fn collection_text_tokens(
+        &self,
+        collection_id: i64,
+        bytes_per_token: usize,
+    ) -> Result<usize> {
+        let per = bytes_per_token.max(1) as i64;
+        self.read(|conn| {
+            let n: i64 = conn.query_row(
+                "SELECT COALESCE(SUM((LENGTH(CAST(title AS BLOB)) + LENGTH(CAST(content AS BLOB))
+                                      + ?2 - 1) / ?2), 0)
+                 FROM documents WHERE collection_id = ?1",
+                params![collection_id, per],
+                |r| r.get(0),
+            )?;
+            Ok(n as usize)
+        })
+    }
+
     pub fn documents(
         &self,
         collection: &Collection,
