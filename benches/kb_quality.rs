@@ -411,11 +411,14 @@ fn main() -> Result<()> {
             other => other.map(str::to_string),
         };
         let model = Arc::new(EmbeddingModel::load(&dir, label)?);
-        // KB_QUALITY=intents runs the intent benchmarks alone.
+        // KB_QUALITY=intents runs the intent benchmarks alone, KB_QUALITY=retrieval the
+        // retrieval one.
         let only = std::env::var("KB_QUALITY").unwrap_or_default();
-        demo_intents(&model)?;
-        banking77(&model)?;
-        clinc150(&model)?;
+        if only != "retrieval" {
+            demo_intents(&model)?;
+            banking77(&model)?;
+            clinc150(&model)?;
+        }
         if only != "intents" {
             abcd(model)?;
         }

@@ -181,10 +181,6 @@ fn kill_9_during_a_large_ingest_leaves_whole_documents_and_a_rebuilt_index() {
         )
         .unwrap();
     assert_eq!(partial, 0, "a document was half-written");
-    let fts: i64 = conn
-        .query_row("SELECT COUNT(*) FROM chunks_fts", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(fts, committed * 2, "FTS rows match the chunks");
     drop(conn);
 
     // Restart: the stale index is detected and rebuilt (with a log line), and every committed

@@ -6,7 +6,7 @@
 //! record inside a file) is gone are removed. A file that fails to parse is reported and its
 //! stored documents are kept. Embedding is batched across documents; each document is still
 //! committed on its own, so a killed process leaves every document whole or absent.
-//! Depends on `formats`, `chunk`, `store`, `index` and the `Embedder` trait.
+//! Depends on `formats`, `chunk`, `store`, the collection's indexes and the `Embedder` trait.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -370,8 +370,9 @@ impl Run<'_> {
             for id in &outcome.removed_chunks {
                 index.remove(*id)?;
             }
-            for (id, v) in &outcome.added_chunks {
-                index.add(*id, v)?;
+            // Chunks are stored in the order given, so ids and chunks line up.
+            for ((id, v), c) in outcome.added_chunks.iter().zip(&p.doc.chunks) {
+                index.add(*id, &c.heading_path, &c.text, v)?;
             }
             if p.existed {
                 self.report.documents_updated += 1;

@@ -3,8 +3,9 @@
 //!
 //! Owns the rule that a collection is only ever embedded by the model it was created with
 //! (checked by id and dimension; a missing model is an error, never a fallback), and the
-//! start-up check that rebuilds any index that is missing or does not match the store.
-//! Depends on `store`, `index` and the `Embedder` trait.
+//! start-up check that rebuilds any index that is missing or does not match the store. Each
+//! collection's keyword index is built from the store at open. Depends on `store`, `index`,
+//! `bm25` and the `Embedder` trait.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value};
 
+use super::bm25::Bm25Index;
 use super::error::{KnowledgeError, Result};
 use super::index::{Staleness, VectorIndex};
 use super::lock::DirLock;
@@ -51,11 +53,32 @@ impl Default for CollectionParams {
 pub struct KnowledgeBase {
     dir: PathBuf,
     pub(super) store: Store,
-    pub(super) indexes: RwLock<HashMap<i64, Arc<VectorIndex>>>,
+    pub(super) indexes: RwLock<HashMap<i64, Arc<CollectionIndex>>>,
     embedders: RwLock<HashMap<String, Arc<dyn Embedder>>>,
     reranker: RwLock<Option<Arc<dyn Rerank>>>,
     mode: OpenMode,
     _lock: Option<DirLock>,
+}
+
+/// A collection's two derived indexes, changed together so that vector and keyword search
+/// always see the same chunks.
+pub(super) struct CollectionIndex {
+    pub vectors: VectorIndex,
+    pub terms: Bm25Index,
+}
+
+impl CollectionIndex {
+    pub fn add(&self, chunk: i64, heading: &str, text: &str, vector: &[f32]) -> Result<()> {
+        self.vectors.add(chunk, vector)?;
+        self.terms.add(chunk, heading, text);
+        Ok(())
+    }
+
+    pub fn remove(&self, chunk: i64) -> Result<()> {
+        self.vectors.remove(chunk)?;
+        self.terms.remove(chunk);
+        Ok(())
+    }
 }
 
 pub const DEFAULT_CHUNK_TOKENS: usize = 256;
@@ -163,8 +186,9 @@ impl KnowledgeBase {
         self.dir.join("indexes").join(format!("{}.usearch", c.id))
     }
 
-    /// Loads the saved index, or rebuilds it from SQLite (saving it when writable).
-    fn open_index(&self, c: &Collection) -> Result<Arc<VectorIndex>> {
+    /// Loads the saved vector index, or rebuilds it from SQLite (saving it when writable), and
+    /// builds the keyword index.
+    fn open_index(&self, c: &Collection) -> Result<Arc<CollectionIndex>> {
         let path = self.index_path(c);
         let index = match VectorIndex::load(
             &path,
@@ -183,10 +207,13 @@ impl KnowledgeBase {
                         "rebuilding the vector index from the store: {why}"
                     );
                 }
-                self.build_index(c)?
+                self.build_vectors(c)?
             }
         };
-        let index = Arc::new(index);
+        let index = Arc::new(CollectionIndex {
+            vectors: index,
+            terms: self.build_terms(c)?,
+        });
         self.indexes
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -194,7 +221,7 @@ impl KnowledgeBase {
         Ok(index)
     }
 
-    fn build_index(&self, c: &Collection) -> Result<VectorIndex> {
+    fn build_vectors(&self, c: &Collection) -> Result<VectorIndex> {
         let index = VectorIndex::new(&c.name, c.dimension, c.quantization)?;
         self.store
             .for_each_embedding(c.id, |id, v| index.add(id, &v))?;
@@ -204,11 +231,29 @@ impl KnowledgeBase {
         Ok(index)
     }
 
-    /// Rebuilds a collection's index from the store; returns the number of vectors.
+    fn build_terms(&self, c: &Collection) -> Result<Bm25Index> {
+        const BATCH: usize = 4096;
+        let index = Bm25Index::new();
+        let mut batch = Vec::with_capacity(BATCH);
+        self.store.for_each_chunk_text(c.id, |id, heading, text| {
+            batch.push((id, heading.to_string(), text.to_string()));
+            if batch.len() == BATCH {
+                index.add_many(&batch);
+                batch.clear();
+            }
+        })?;
+        index.add_many(&batch);
+        Ok(index)
+    }
+
+    /// Rebuilds a collection's indexes from the store; returns the number of vectors.
     pub fn rebuild(&self, name: &str) -> Result<usize> {
         let c = self.store.collection(name)?;
-        let index = Arc::new(self.build_index(&c)?);
-        let n = index.len();
+        let index = Arc::new(CollectionIndex {
+            vectors: self.build_vectors(&c)?,
+            terms: self.build_terms(&c)?,
+        });
+        let n = index.vectors.len();
         self.indexes
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -216,7 +261,7 @@ impl KnowledgeBase {
         Ok(n)
     }
 
-    pub(super) fn index(&self, c: &Collection) -> Result<Arc<VectorIndex>> {
+    pub(super) fn index(&self, c: &Collection) -> Result<Arc<CollectionIndex>> {
         let found = self
             .indexes
             .read()
@@ -235,7 +280,9 @@ impl KnowledgeBase {
             return Ok(());
         }
         let c = self.store.collection(name)?;
-        self.index(&c)?.save(&self.index_path(&c), c.generation)
+        self.index(&c)?
+            .vectors
+            .save(&self.index_path(&c), c.generation)
     }
 
     /// The embedder a collection was built with, checked against its dimension.

@@ -3,20 +3,22 @@
 //! attached to collections.
 //!
 //! SQLite is the source of truth (collections, documents, chunks with their text and
-//! embeddings, FTS5); each collection's usearch index is derived from it, saved beside it, and
-//! rebuilt whenever it is missing or does not match. A collection records its embedding model
+//! embeddings). Each collection's usearch index is derived from it, saved beside it, and
+//! rebuilt whenever it is missing or does not match; its keyword (BM25) index is derived from
+//! it in memory at open. A collection records its embedding model
 //! and dimension and never mixes two. Must not depend on the engine, the API or a concrete
 //! model: embeddings come through the [`Embedder`] trait.
 
 mod attach;
+mod bm25;
 mod chunk;
 mod error;
 mod files;
+mod filter;
 pub mod formats;
 mod index;
 mod ingest;
 mod kb;
-mod lexical;
 mod lock;
 mod schema;
 mod search;
@@ -24,12 +26,12 @@ mod store;
 mod types;
 
 pub use attach::{attribute_tag, file_source, random_id};
+pub use bm25::{analyze, query_terms};
 pub use chunk::{chunk_sections, ChunkParams, ChunkPiece};
 pub use error::{KnowledgeError, Result};
 pub use files::{CollectionFile, FileCounts, FileRecord, ListWindow};
 pub use ingest::{IngestEvent, IngestOptions, IngestReport};
 pub use kb::{CollectionParams, KnowledgeBase, OpenMode};
-pub use lexical::fts_query;
 pub use search::{SearchHit, SearchMode, SearchRequest, RRF_K};
 pub use store::Store;
 pub use types::{ChunkRecord, Collection, DocumentRecord, Quantization, SearchFilter};

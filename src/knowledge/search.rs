@@ -3,13 +3,14 @@
 //!
 //! Owns the fusion rule: each list contributes `1 / (RRF_K + rank)` per chunk, so a chunk
 //! found by both methods outranks one found well by only one, and neither method's score scale
-//! matters. Depends on `store`, `lexical`, `index` and the `Embedder` trait.
+//! matters. Depends on `store`, `filter`, the collection's indexes and the `Embedder` trait.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use serde::Serialize;
 
+use super::bm25::query_terms;
 use super::error::{KnowledgeError, Result};
 use super::kb::KnowledgeBase;
 use super::types::{ChunkRecord, SearchFilter};
@@ -99,20 +100,31 @@ impl KnowledgeBase {
             .map(|n| self.store.collection(n))
             .collect::<Result<Vec<_>>>()?;
         let depth = (req.top_k * CANDIDATES_PER_HIT).max(MIN_CANDIDATES);
+        // Both methods rank only the chunks that pass the filter, found once per collection.
+        let allowed: Vec<Option<HashSet<i64>>> = collections
+            .iter()
+            .map(|c| {
+                (!req.filter.is_empty())
+                    .then(|| self.store.filtered_chunk_ids(c.id, &req.filter))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
         let mut candidates: HashMap<i64, Candidate> = HashMap::new();
         if req.mode != SearchMode::Vector {
-            let ids: Vec<i64> = collections.iter().map(|c| c.id).collect();
-            let hits = self
-                .store
-                .bm25_search(&ids, &req.query, &req.filter, depth)?;
-            for (rank, (id, score)) in hits.into_iter().enumerate() {
+            let terms = query_terms(&req.query);
+            let mut hits = Vec::new();
+            for (c, allowed) in collections.iter().zip(&allowed) {
+                hits.extend(self.index(c)?.terms.search(&terms, depth, allowed.as_ref()));
+            }
+            hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            for (rank, (id, score)) in hits.into_iter().take(depth).enumerate() {
                 candidates.entry(id).or_default().bm25 = Some((rank + 1, score));
             }
         }
         if req.mode != SearchMode::Bm25 {
             let mut hits = Vec::new();
             let mut queries: HashMap<String, Vec<f32>> = HashMap::new();
-            for c in &collections {
+            for (c, allowed) in collections.iter().zip(&allowed) {
                 let e = self.embedder_for(c)?;
                 let q = match queries.get(e.model_id()) {
                     Some(q) => q.clone(),
@@ -127,12 +139,7 @@ impl KnowledgeBase {
                         q
                     }
                 };
-                let allowed = if req.filter.is_empty() {
-                    None
-                } else {
-                    Some(self.store.filtered_chunk_ids(c.id, &req.filter)?)
-                };
-                hits.extend(self.index(c)?.search(&q, depth, allowed.as_ref())?);
+                hits.extend(self.index(c)?.vectors.search(&q, depth, allowed.as_ref())?);
             }
             hits.sort_by(|a, b| b.1.total_cmp(&a.1));
             for (rank, (id, sim)) in hits.into_iter().take(depth).enumerate() {

@@ -2,7 +2,7 @@
 //! database, so searches run while an ingest writes.
 //!
 //! Owns every SQL statement outside the schema. Each document is written in one transaction
-//! (its row, tags, chunks and their FTS rows, and the collection's generation), so a killed
+//! (its row, tags, chunks, and the collection's generation), so a killed
 //! process leaves every document either whole or absent. Depends on rusqlite and `types`.
 
 use std::collections::HashMap;
@@ -167,9 +167,6 @@ impl Store {
         let c = self.collection(name)?;
         self.write(|conn| {
             let tx = conn.transaction()?;
-            // FTS rows go through the chunk delete trigger; deleting chunks first keeps it
-            // in step even though the document cascade would remove them too.
-            tx.execute("DELETE FROM chunks WHERE collection_id = ?", [c.id])?;
             tx.execute("DELETE FROM collections WHERE id = ?", [c.id])?;
             tx.commit()?;
             Ok(())
@@ -438,6 +435,28 @@ impl Store {
         })
     }
 
+    /// Every chunk's heading path and text, in id order: what the keyword index is built from.
+    pub fn for_each_chunk_text(
+        &self,
+        collection_id: i64,
+        mut f: impl FnMut(i64, &str, &str),
+    ) -> Result<()> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, heading_path, text FROM chunks WHERE collection_id = ? ORDER BY id",
+            )?;
+            let mut rows = stmt.query([collection_id])?;
+            while let Some(r) = rows.next()? {
+                f(
+                    r.get(0)?,
+                    r.get_ref(1)?.as_str().unwrap_or(""),
+                    r.get_ref(2)?.as_str().unwrap_or(""),
+                );
+            }
+            Ok(())
+        })
+    }
+
     /// Chunks by id, in the order given, with their citation fields.
     pub fn chunks(&self, ids: &[i64]) -> Result<Vec<ChunkRecord>> {
         if ids.is_empty() {
@@ -517,9 +536,7 @@ fn bump_generation(conn: &Connection, collection_id: i64) -> Result<()> {
 
 const COLLECTION_SELECT: &str = "SELECT c.id, c.name, c.embedding_model, c.embedding_path,
     c.dimension, c.quantization, c.chunk_tokens, c.chunk_overlap, c.metadata, c.generation,
-    c.created_at,
-    (SELECT COUNT(*) FROM documents d WHERE d.collection_id = c.id),
-    (SELECT COUNT(*) FROM chunks k WHERE k.collection_id = c.id)
+    c.created_at, c.num_documents, c.num_chunks
     FROM collections c";
 
 fn collection_row(r: &Row<'_>) -> rusqlite::Result<Collection> {
