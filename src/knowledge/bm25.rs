@@ -209,7 +209,7 @@ impl Bm25Index {
 }
 
 /// Occurrences of each distinct term, in first-seen order.
-fn counts<'a>(terms: &'a [String]) -> Vec<(&'a str, u16)> {
+fn counts(terms: &[String]) -> Vec<(&str, u16)> {
     let mut at: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<(&str, u16)> = Vec::new();
     for t in terms {

@@ -11,5 +11,7 @@ mod attention_rows;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm;
 pub mod linear;
+#[cfg(target_arch = "x86_64")]
+pub mod packed;
 pub mod simd;
 pub mod tuning;

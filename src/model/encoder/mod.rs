@@ -7,15 +7,18 @@
 //! depend on tokenizers, requests or anything above `model`.
 
 mod config;
+mod dense;
 mod ops;
+mod vmath;
 
 use candle_core::{Device, Tensor};
 
 pub use config::{EncoderConfig, HiddenAct, PositionScheme, SUPPORTED_ENCODERS};
 
 use super::error::{ModelError, Result};
-use super::layers::{with_f32, Embedding, Linear};
+use super::layers::{with_f32, Embedding};
 use super::weights::Weights;
+use dense::Dense;
 
 struct LayerNorm {
     weight: Vec<f32>,
@@ -57,27 +60,34 @@ impl LayerNorm {
 }
 
 struct EncoderLayer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_out: Linear,
+    /// Query, key and value as one layer: `[rows, 3 · hidden]`.
+    qkv: Dense,
+    attention_out: Dense,
     attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     output_norm: LayerNorm,
 }
 
 impl EncoderLayer {
     fn load(w: &Weights, prefix: &str, c: &EncoderConfig, device: &Device) -> Result<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
-        let lin = |name: &str, n_in, n_out| {
-            Linear::load(w, &format!("{prefix}.{name}"), n_in, n_out, true, device)
+        let dense = |names: &[&str], n_in, n_out| {
+            let prefixes: Vec<String> = names.iter().map(|n| format!("{prefix}.{n}")).collect();
+            Dense::load(w, &prefixes, n_in, n_out, device)
         };
+        let lin = |name: &str, n_in, n_out| dense(&[name], n_in, n_out);
         let eps = c.layer_norm_eps;
         Ok(Self {
-            query: lin("attention.self.query", h, h)?,
-            key: lin("attention.self.key", h, h)?,
-            value: lin("attention.self.value", h, h)?,
+            qkv: dense(
+                &[
+                    "attention.self.query",
+                    "attention.self.key",
+                    "attention.self.value",
+                ],
+                h,
+                h,
+            )?,
             attention_out: lin("attention.output.dense", h, h)?,
             attention_norm: LayerNorm::load(
                 w,
@@ -249,10 +259,8 @@ impl Encoder {
     fn layer_forward(&self, l: &EncoderLayer, h: &[f32], seq_lens: &[usize]) -> Result<Vec<f32>> {
         let c = &self.config;
         let rows = h.len() / c.hidden_size;
-        let q = l.query.forward_rows(h, rows)?;
-        let k = l.key.forward_rows(h, rows)?;
-        let v = l.value.forward_rows(h, rows)?;
-        let ctx = ops::attention((&q, &k, &v), seq_lens, c.num_attention_heads, c.head_dim());
+        let qkv = l.qkv.forward_rows(h, rows)?;
+        let ctx = ops::attention(&qkv, seq_lens, c.num_attention_heads, c.head_dim());
         let attn = l.attention_out.forward_rows(&ctx, rows)?;
         let h = l.attention_norm.forward(&attn, Some(h));
         let mut inter = l.intermediate.forward_rows(&h, rows)?;

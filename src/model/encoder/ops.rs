@@ -8,6 +8,7 @@
 use rayon::prelude::*;
 
 use super::config::HiddenAct;
+use super::vmath;
 
 /// Rows handled per rayon task: enough work to amortise the scheduling.
 const ROWS_PER_TASK: usize = 16;
@@ -51,8 +52,12 @@ pub fn add_layer_norm(
 fn matmul_t(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if crate::model::cpu::gemm::available_f32() {
-            crate::model::cpu::gemm::gemm_f32_serial(a, m, k, b, n, out);
+        use crate::model::cpu::packed;
+        // Packing costs one pass over `b`; the dot-product tiles of `gemm` would instead
+        // reduce horizontally every 32 elements of `k` here (head_dim is that short).
+        if packed::available() {
+            let b = packed::PackedB::new(b, n, k);
+            packed::gemm_packed(a, m, k, &b, out, 0..b.panels());
             return;
         }
     }
@@ -69,15 +74,12 @@ fn matmul_t(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, out: &mut [f32])
 }
 
 /// Full (bidirectional) attention within each sequence, one task per (sequence, head).
-/// `q`, `k` and `v` are `[tokens, heads * head_dim]`; returns the context in the same layout.
-pub fn attention(
-    (q, k, v): (&[f32], &[f32], &[f32]),
-    seq_lens: &[usize],
-    heads: usize,
-    head_dim: usize,
-) -> Vec<f32> {
+/// `qkv` is `[tokens, 3 · heads · head_dim]` (query, key, value side by side); returns the
+/// context as `[tokens, heads · head_dim]`.
+pub fn attention(qkv: &[f32], seq_lens: &[usize], heads: usize, head_dim: usize) -> Vec<f32> {
     let hidden = heads * head_dim;
-    let stride = hidden;
+    let stride = 3 * hidden;
+    let (q, k, v) = (qkv, &qkv[hidden..], &qkv[2 * hidden..]);
     let scale = 1.0 / (head_dim as f32).sqrt();
     let mut starts = Vec::with_capacity(seq_lens.len());
     let mut at = 0;
@@ -108,21 +110,13 @@ pub fn attention(
             }
             let mut scores = vec![0f32; len * len];
             matmul_t(&qh, len, head_dim, &kh, len, &mut scores);
-            for row in scores.chunks_mut(len) {
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let mut sum = 0.0;
-                for x in row.iter_mut() {
-                    *x = (*x - max).exp();
-                    sum += *x;
-                }
-                row.iter_mut().for_each(|x| *x /= sum);
-            }
+            vmath::softmax_rows(&mut scores, len);
             let mut ctx = vec![0f32; len * head_dim];
             matmul_t(&scores, len, len, &vt, head_dim, &mut ctx);
             ctx
         })
         .collect();
-    let mut out = vec![0f32; q.len()];
+    let mut out = vec![0f32; qkv.len() / 3];
     for (&(start, len, h), ctx) in tasks.iter().zip(outputs) {
         for i in 0..len {
             let dst = (start + i) * hidden + h * head_dim;
@@ -135,14 +129,10 @@ pub fn attention(
 /// Applies the activation in place.
 pub fn activate(x: &mut [f32], act: HiddenAct) {
     x.par_chunks_mut(4096).for_each(|chunk| match act {
-        HiddenAct::Gelu => chunk.iter_mut().for_each(|v| *v = gelu_erf(*v)),
+        HiddenAct::Gelu => vmath::gelu_erf_slice(chunk),
         HiddenAct::GeluTanh => chunk.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
         HiddenAct::Relu => chunk.iter_mut().for_each(|v| *v = v.max(0.0)),
     });
-}
-
-fn gelu_erf(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 fn gelu_tanh(x: f32) -> f32 {
@@ -150,33 +140,9 @@ fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (K * (x + 0.044_715 * x * x * x)).tanh())
 }
 
-/// Abramowitz and Stegun 7.1.26: absolute error under 1.5e-7, far inside the tolerance the
-/// embeddings are checked to.
-fn erf(x: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_72 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * (-x * x).exp();
-    y.copysign(x)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn erf_matches_known_values() {
-        for (x, want) in [
-            (0.0f32, 0.0f32),
-            (0.5, 0.520_499_9),
-            (1.0, 0.842_700_8),
-            (-2.0, -0.995_322_3),
-            (3.5, 0.999_999_3),
-        ] {
-            assert!((erf(x) - want).abs() < 3e-7, "erf({x}) = {}", erf(x));
-        }
-    }
 
     #[test]
     fn layer_norm_of_a_row_has_zero_mean_and_unit_variance_before_the_affine() {
