@@ -252,6 +252,91 @@ fn reingesting_re_embeds_only_changes_and_drops_deleted_files() {
     assert_eq!(kb.search(&vector).unwrap().len(), c.num_chunks);
 }
 
+fn bm25(collection: &str, query: &str) -> SearchRequest {
+    SearchRequest {
+        mode: SearchMode::Bm25,
+        ..hybrid(collection, query, 10)
+    }
+}
+
+#[test]
+fn keyword_search_follows_every_change_and_is_rebuilt_the_same_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = docs_folder(tmp.path());
+    let kb = open(&tmp.path().join("kb"));
+    create(&kb, "support");
+    let opts = IngestOptions::default();
+    kb.ingest_path("support", &docs, &opts, &mut |_| {})
+        .unwrap();
+    let sources = |kb: &KnowledgeBase, q: &str| -> Vec<String> {
+        kb.search(&bm25("support", q))
+            .unwrap()
+            .into_iter()
+            .map(|h| h.chunk.source)
+            .collect()
+    };
+    let canada = sources(&kb, "canada");
+    assert!(
+        !canada.is_empty() && canada.iter().all(|s| s.ends_with("faq.csv")),
+        "{canada:?}"
+    );
+    // Stemmed and case-folded: "Refunds" meets "refund".
+    assert!(sources(&kb, "Refunds")[0].ends_with("refunds.md"));
+
+    write(
+        &docs,
+        "shipping.txt",
+        "Shipping is free on orders over fifty euros.",
+    );
+    std::fs::remove_file(docs.join("faq.csv")).unwrap();
+    kb.ingest_path("support", &docs, &opts, &mut |_| {})
+        .unwrap();
+    assert!(
+        sources(&kb, "canada").is_empty(),
+        "the deleted file's words are gone"
+    );
+    assert!(
+        sources(&kb, "noon").is_empty(),
+        "the replaced text's words are gone"
+    );
+    let euros = sources(&kb, "euros");
+    assert_eq!(euros.len(), 1);
+    assert!(euros[0].ends_with("shipping.txt"));
+
+    let before = kb
+        .search(&bm25("support", "refund password email"))
+        .unwrap();
+    assert!(before.len() >= 3);
+    drop(kb);
+    let kb = open(&tmp.path().join("kb"));
+    let after = kb
+        .search(&bm25("support", "refund password email"))
+        .unwrap();
+    let ranked = |hits: &[enclave::knowledge::SearchHit]| -> Vec<(i64, u64)> {
+        hits.iter()
+            .map(|h| (h.chunk.chunk_id, h.score.to_bits()))
+            .collect()
+    };
+    assert_eq!(
+        ranked(&after),
+        ranked(&before),
+        "rebuilt from the store alike"
+    );
+
+    let c = kb.store().collection("support").unwrap();
+    let shipping = kb
+        .store()
+        .documents(&c, 100, 0)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.source.ends_with("shipping.txt"))
+        .unwrap();
+    assert_eq!(kb.remove_documents("support", &[shipping.id]).unwrap(), 1);
+    assert!(sources(&kb, "euros").is_empty());
+    let c = kb.store().collection("support").unwrap();
+    assert_eq!(c.num_documents, 4, "counts follow the removal");
+}
+
 #[test]
 fn a_collection_is_never_searched_or_filled_with_another_model() {
     let tmp = tempfile::tempdir().unwrap();

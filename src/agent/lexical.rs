@@ -3,7 +3,7 @@
 //!
 //! Owns its tokenization (words, function words dropped, a light suffix strip) and the BM25
 //! scoring constants. Small by design: it holds thousands of texts, not millions; the knowledge
-//! base's FTS5 index serves the large collections. Depends on `text` only.
+//! base's own BM25 index serves the large collections. Depends on `text` only.
 
 use std::collections::HashMap;
 
