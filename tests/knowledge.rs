@@ -190,15 +190,42 @@ fn filters_restrict_both_bm25_and_vector_results() {
     }
 }
 
+/// The "support" collection in `root/kb`, filled from `docs_folder(root)`.
+fn ingested_support(root: &Path) -> (KnowledgeBase, PathBuf) {
+    let docs = docs_folder(root);
+    let kb = open(&root.join("kb"));
+    create(&kb, "support");
+    kb.ingest_path("support", &docs, &IngestOptions::default(), &mut |_| {})
+        .unwrap();
+    (kb, docs)
+}
+
+/// The stored shipping.txt of the "support" collection.
+fn shipping_doc(kb: &KnowledgeBase) -> enclave::knowledge::DocumentRecord {
+    let c = kb.store().collection("support").unwrap();
+    kb.store()
+        .documents(&c, 100, 0)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.source.ends_with("shipping.txt"))
+        .unwrap()
+}
+
+/// One changed file and one deleted file.
+fn edit_shipping_and_drop_faq(docs: &Path) {
+    write(
+        docs,
+        "shipping.txt",
+        "Shipping is free on orders over fifty euros.",
+    );
+    std::fs::remove_file(docs.join("faq.csv")).unwrap();
+}
+
 #[test]
 fn reingesting_re_embeds_only_changes_and_drops_deleted_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let docs = docs_folder(tmp.path());
-    let kb = open(&tmp.path().join("kb"));
-    create(&kb, "support");
+    let (kb, docs) = ingested_support(tmp.path());
     let opts = IngestOptions::default();
-    kb.ingest_path("support", &docs, &opts, &mut |_| {})
-        .unwrap();
 
     let again = kb
         .ingest_path("support", &docs, &opts, &mut |_| {})
@@ -206,12 +233,7 @@ fn reingesting_re_embeds_only_changes_and_drops_deleted_files() {
     assert_eq!(again.documents_unchanged, 6, "{again:?}");
     assert_eq!(again.chunks_written, 0, "{again:?}");
 
-    write(
-        &docs,
-        "shipping.txt",
-        "Shipping is free on orders over fifty euros.",
-    );
-    std::fs::remove_file(docs.join("faq.csv")).unwrap();
+    edit_shipping_and_drop_faq(&docs);
     let changed = kb
         .ingest_path("support", &docs, &opts, &mut |_| {})
         .unwrap();
@@ -233,14 +255,7 @@ fn reingesting_re_embeds_only_changes_and_drops_deleted_files() {
         hits.iter().all(|h| h.chunk.source_type != "faq"),
         "the deleted FAQ is gone"
     );
-    let doc = kb
-        .store()
-        .documents(&c, 100, 0)
-        .unwrap()
-        .into_iter()
-        .find(|d| d.source.ends_with("shipping.txt"))
-        .unwrap();
-    assert_eq!(doc.version, 2);
+    assert_eq!(shipping_doc(&kb).version, 2);
     // The index holds exactly the store's chunks after the changes.
     drop(kb);
     let kb = open(&tmp.path().join("kb"));
@@ -262,12 +277,8 @@ fn bm25(collection: &str, query: &str) -> SearchRequest {
 #[test]
 fn keyword_search_follows_every_change_and_is_rebuilt_the_same_at_open() {
     let tmp = tempfile::tempdir().unwrap();
-    let docs = docs_folder(tmp.path());
-    let kb = open(&tmp.path().join("kb"));
-    create(&kb, "support");
+    let (kb, docs) = ingested_support(tmp.path());
     let opts = IngestOptions::default();
-    kb.ingest_path("support", &docs, &opts, &mut |_| {})
-        .unwrap();
     let sources = |kb: &KnowledgeBase, q: &str| -> Vec<String> {
         kb.search(&bm25("support", q))
             .unwrap()
@@ -283,12 +294,7 @@ fn keyword_search_follows_every_change_and_is_rebuilt_the_same_at_open() {
     // Stemmed and case-folded: "Refunds" meets "refund".
     assert!(sources(&kb, "Refunds")[0].ends_with("refunds.md"));
 
-    write(
-        &docs,
-        "shipping.txt",
-        "Shipping is free on orders over fifty euros.",
-    );
-    std::fs::remove_file(docs.join("faq.csv")).unwrap();
+    edit_shipping_and_drop_faq(&docs);
     kb.ingest_path("support", &docs, &opts, &mut |_| {})
         .unwrap();
     assert!(
@@ -323,14 +329,7 @@ fn keyword_search_follows_every_change_and_is_rebuilt_the_same_at_open() {
         "rebuilt from the store alike"
     );
 
-    let c = kb.store().collection("support").unwrap();
-    let shipping = kb
-        .store()
-        .documents(&c, 100, 0)
-        .unwrap()
-        .into_iter()
-        .find(|d| d.source.ends_with("shipping.txt"))
-        .unwrap();
+    let shipping = shipping_doc(&kb);
     assert_eq!(kb.remove_documents("support", &[shipping.id]).unwrap(), 1);
     assert!(sources(&kb, "euros").is_empty());
     let c = kb.store().collection("support").unwrap();
