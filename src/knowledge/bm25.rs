@@ -208,22 +208,6 @@ impl Bm25Index {
     }
 }
 
-/// Occurrences of each distinct term, in first-seen order.
-fn counts(terms: &[String]) -> Vec<(&str, u16)> {
-    let mut at: HashMap<&str, usize> = HashMap::new();
-    let mut out: Vec<(&str, u16)> = Vec::new();
-    for t in terms {
-        match at.get(t.as_str()) {
-            Some(&i) => out[i].1 = out[i].1.saturating_add(1),
-            None => {
-                at.insert(t, out.len());
-                out.push((t, 1));
-            }
-        }
-    }
-    out
-}
-
 impl Inner {
     fn term_id(&mut self, term: &str) -> u32 {
         if let Some(&id) = self.vocab.get(term) {
@@ -239,23 +223,17 @@ impl Inner {
     fn add(&mut self, chunk: i64, heading: &[String], text: &[String]) {
         self.remove(chunk);
         let slot = self.slots.len() as u32;
-        let mut tfs: Vec<(u32, u16, u16)> = Vec::new();
-        let mut at: HashMap<u32, usize> = HashMap::new();
-        for (field, terms) in [(0, text), (1, heading)] {
-            for (term, n) in counts(terms) {
-                let id = self.term_id(term);
-                let i = *at.entry(id).or_insert_with(|| {
-                    tfs.push((id, 0, 0));
-                    tfs.len() - 1
-                });
-                if field == 0 {
-                    tfs[i].1 = n;
-                } else {
-                    tfs[i].2 = n;
-                }
-            }
+        // Occurrences of each distinct term in the text and in the heading.
+        let mut tfs: HashMap<u32, (u16, u16)> = HashMap::new();
+        for t in text {
+            let e = tfs.entry(self.term_id(t)).or_default();
+            e.0 = e.0.saturating_add(1);
         }
-        for &(id, text_tf, heading_tf) in &tfs {
+        for t in heading {
+            let e = tfs.entry(self.term_id(t)).or_default();
+            e.1 = e.1.saturating_add(1);
+        }
+        for (&id, &(text_tf, heading_tf)) in &tfs {
             self.postings[id as usize].push(Posting {
                 slot,
                 text_tf,
@@ -267,7 +245,7 @@ impl Inner {
             chunk,
             text_len: text.len() as u32,
             heading_len: heading.len() as u32,
-            terms: tfs.iter().map(|t| t.0).collect(),
+            terms: tfs.keys().copied().collect(),
             alive: true,
         });
         self.slot_of.insert(chunk, slot);

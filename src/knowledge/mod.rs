@@ -26,7 +26,6 @@ mod store;
 mod types;
 
 pub use attach::{attribute_tag, file_source, random_id};
-pub use bm25::{analyze, query_terms};
 pub use chunk::{chunk_sections, ChunkParams, ChunkPiece};
 pub use error::{KnowledgeError, Result};
 pub use files::{CollectionFile, FileCounts, FileRecord, ListWindow};
