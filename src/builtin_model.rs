@@ -123,6 +123,22 @@ impl BuiltinShape {
         }
     }
 
+    /// Llama-3.1-8B's shape, the GPU benchmark reference.
+    pub fn llama_3_1_8b(dtype: WeightDtype) -> Self {
+        Self {
+            model_type: "llama",
+            hidden_size: 4096,
+            intermediate_size: 14_336,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            num_key_value_heads: 8,
+            vocab_size: 128_256,
+            max_position_embeddings: 131_072,
+            tie_word_embeddings: false,
+            dtype,
+        }
+    }
+
     fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }

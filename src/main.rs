@@ -8,7 +8,6 @@ use std::process::ExitCode;
 mod kb_command;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 
 use enclave::bench::{self, BenchReport, EngineBackend, HttpBackend, PromptShape, WorkloadConfig};
@@ -91,6 +90,12 @@ struct EngineArgs {
     /// Requests that may wait for a slot before new ones are refused as overloaded [default: 1024]
     #[arg(long)]
     max_queue_len: Option<usize>,
+    /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with --features cuda) [default: cpu]
+    #[arg(long)]
+    device: Option<String>,
+    /// On a GPU, the share of its memory to fill with weights, activations and the KV cache [default: 0.9]
+    #[arg(long)]
+    gpu_memory_utilization: Option<f64>,
 }
 
 impl EngineArgs {
@@ -103,6 +108,8 @@ impl EngineArgs {
             block_size: self.block_size,
             enable_prefix_caching: self.no_prefix_caching.then_some(false),
             max_queue_len: self.max_queue_len,
+            device: self.device.clone(),
+            gpu_memory_utilization: self.gpu_memory_utilization,
         }
     }
 }
@@ -112,7 +119,8 @@ impl EngineArgs {
 /// ENCLAVE_MAX_CONCURRENT_PER_KEY, ENCLAVE_CORS_ORIGINS, ENCLAVE_MAX_BODY_BYTES,
 /// ENCLAVE_SHUTDOWN_TIMEOUT_SECS, ENCLAVE_LOG_FORMAT, ENCLAVE_MAX_NUM_SEQS,
 /// ENCLAVE_MAX_NUM_BATCHED_TOKENS, ENCLAVE_KV_CACHE_MEMORY, ENCLAVE_KV_CACHE_DTYPE,
-/// ENCLAVE_BLOCK_SIZE, ENCLAVE_ENABLE_PREFIX_CACHING, ENCLAVE_MAX_QUEUE_LEN,
+/// ENCLAVE_BLOCK_SIZE, ENCLAVE_ENABLE_PREFIX_CACHING, ENCLAVE_MAX_QUEUE_LEN, ENCLAVE_DEVICE,
+/// ENCLAVE_GPU_MEMORY_UTILIZATION,
 /// ENCLAVE_TLS_CERT, ENCLAVE_TLS_KEY, ENCLAVE_AGENTS_DIR, ENCLAVE_DEMO_AGENT,
 /// ENCLAVE_RESOLUTION_WINDOW_DAYS; lists
 /// comma-separated), then the defaults. The config file takes the same names in TOML, with
@@ -299,6 +307,9 @@ struct GenerateArgs {
     /// Element type of the KV cache: f32, bf16 or f16
     #[arg(long, default_value = "f32", value_parser = parse_kv_dtype)]
     kv_cache_dtype: KvDtype,
+    /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a build with --features cuda)
+    #[arg(long, default_value = "cpu")]
+    device: enclave::model::DeviceSpec,
     /// The prompt
     prompt: String,
 }
@@ -307,7 +318,7 @@ struct GenerateArgs {
 struct WriteTestModelArgs {
     /// Folder to write (created if missing)
     dir: PathBuf,
-    /// `tiny` (the built-in default) or `qwen2.5-0.5b` (the real model's shape, for benchmarks)
+    /// `tiny` (the built-in default), `qwen2.5-0.5b` or `llama-3.1-8b` (real models' shapes, for benchmarks)
     #[arg(long, default_value = "tiny")]
     shape: String,
     /// f32, bf16 or f16
@@ -408,7 +419,7 @@ fn run_hash_api_key() -> Result<()> {
 
 fn run_generate(paths: &PathsConfig, args: GenerateArgs) -> Result<()> {
     let source = resolve_model(paths, args.model.as_deref())?;
-    let bundle = ModelBundle::load(&source, &Device::Cpu)?;
+    let bundle = ModelBundle::load(&source, &args.device.open()?)?;
     if bundle.is_builtin() {
         eprintln!("note: {NOTICE}");
     }
@@ -558,7 +569,8 @@ fn run_write_test_model(args: WriteTestModelArgs) -> Result<()> {
             ..BuiltinShape::tiny()
         },
         "qwen2.5-0.5b" => BuiltinShape::qwen2_5_0_5b(dtype),
-        other => bail!("`--shape {other}` is not known; use tiny or qwen2.5-0.5b"),
+        "llama-3.1-8b" => BuiltinShape::llama_3_1_8b(dtype),
+        other => bail!("`--shape {other}` is not known; use tiny, qwen2.5-0.5b or llama-3.1-8b"),
     };
     write_model_dir(&args.dir, &shape, args.seed)?;
     eprintln!("wrote {} ({NOTICE})", args.dir.display());
@@ -598,12 +610,12 @@ fn run_bench(paths: &PathsConfig, args: BenchArgs) -> Result<()> {
         });
     }
     let source = resolve_model(paths, args.model.as_deref())?;
-    let bundle = ModelBundle::load(&source, &Device::Cpu)?;
+    let engine = enclave::server::engine_config(&args.engine.options())?;
+    let bundle = ModelBundle::load(&source, &engine.device.open()?)?;
     if bundle.is_builtin() {
         eprintln!("note: {NOTICE}");
     }
     let vocab = bundle.model.config().vocab_size;
-    let engine = enclave::server::engine_config(&args.engine.options())?;
     let handle = spawn_engine(bundle.model, engine, bundle.stop_token_ids.clone())?;
     let backend = EngineBackend {
         handle: &handle,

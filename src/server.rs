@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use candle_core::Device;
 use std::future::IntoFuture;
 
 use tokio::net::TcpListener;
@@ -32,7 +31,7 @@ use crate::embedding::{EmbeddingModel, Reranker};
 use crate::engine::grammar::GrammarVocab;
 use crate::engine::{spawn_engine, EngineConfig, EngineError, KvCacheMemory};
 use crate::knowledge::{Embedder, KnowledgeBase, OpenMode};
-use crate::model::KvDtype;
+use crate::model::{DeviceSpec, KvDtype};
 use crate::tokenizer::tool_calls::ToolCallFormat;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +78,13 @@ pub fn engine_config(o: &EngineOptions) -> Result<EngineConfig, ServerError> {
         })?,
         None => d.kv_dtype,
     };
+    let device = match &o.device {
+        Some(s) => s.parse::<DeviceSpec>().map_err(ServerError::Config)?,
+        None => d.device,
+    };
     let config = EngineConfig {
+        device,
+        gpu_memory_utilization: o.gpu_memory_utilization.unwrap_or(d.gpu_memory_utilization),
         max_num_seqs: o.max_num_seqs.unwrap_or(d.max_num_seqs),
         max_num_batched_tokens: o.max_num_batched_tokens.unwrap_or(d.max_num_batched_tokens),
         block_size: o.block_size.unwrap_or(d.block_size),
@@ -106,7 +111,11 @@ pub fn load_model(
         source,
     };
     let source = resolve_model(paths, entry.path.as_deref()).map_err(load)?;
-    let bundle = ModelBundle::load(&source, &Device::Cpu).map_err(load)?;
+    let device = engine
+        .device
+        .open()
+        .map_err(|e| load(BundleError::from(e)))?;
+    let bundle = ModelBundle::load(&source, &device).map_err(load)?;
     if bundle.is_builtin() {
         tracing::warn!("{}", crate::builtin_model::NOTICE);
     }

@@ -127,6 +127,42 @@ fn bad_requests_fail_with_one_line_naming_the_problem() {
 }
 
 #[test]
+fn a_device_this_build_cannot_use_is_refused_in_one_line() {
+    let data = tempfile::tempdir().expect("tempdir");
+    assert_one_line_error(
+        &enclave(data.path(), &["generate", "--device", "tpu", "hi"]),
+        &["tpu", "cpu, cuda or cuda:N"],
+    );
+    assert_one_line_error(
+        &enclave(
+            data.path(),
+            &[
+                "bench",
+                "--gpu-memory-utilization",
+                "1.5",
+                "--num-requests",
+                "1",
+            ],
+        ),
+        &["--gpu-memory-utilization", "1.5"],
+    );
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    assert_one_line_error(
+        &enclave(data.path(), &["generate", "--device", "cuda", "hi"]),
+        &["no CUDA support", "build-cuda.sh", "--device cpu"],
+    );
+    assert_one_line_error(
+        &enclave(
+            data.path(),
+            &["bench", "--device", "cuda:1", "--num-requests", "1"],
+        ),
+        &["no CUDA support", "cuda:1"],
+    );
+}
+
+#[test]
 fn a_broken_tokenizer_or_template_is_named_in_the_error() {
     let data = tempfile::tempdir().expect("tempdir");
     let dir = data.path().join("m");

@@ -43,6 +43,10 @@ pub struct EngineOptions {
     pub block_size: Option<usize>,
     pub enable_prefix_caching: Option<bool>,
     pub max_queue_len: Option<usize>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: Option<String>,
+    /// On a GPU, the share of its memory the engine may fill.
+    pub gpu_memory_utilization: Option<f64>,
 }
 
 /// One model to serve, as the config file gives it.
@@ -242,6 +246,8 @@ impl ServeOptions {
                 block_size: num(&get, "ENCLAVE_BLOCK_SIZE")?,
                 enable_prefix_caching,
                 max_queue_len: num(&get, "ENCLAVE_MAX_QUEUE_LEN")?,
+                device: get("ENCLAVE_DEVICE"),
+                gpu_memory_utilization: num(&get, "ENCLAVE_GPU_MEMORY_UTILIZATION")?,
             },
         })
     }
@@ -284,6 +290,8 @@ impl ServeOptions {
                 block_size: e.block_size.or(o.block_size),
                 enable_prefix_caching: e.enable_prefix_caching.or(o.enable_prefix_caching),
                 max_queue_len: e.max_queue_len.or(o.max_queue_len),
+                device: e.device.or(o.device),
+                gpu_memory_utilization: e.gpu_memory_utilization.or(o.gpu_memory_utilization),
             },
         }
     }

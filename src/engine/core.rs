@@ -27,7 +27,7 @@ use super::sampler::{SampledToken, Sampler};
 use super::scheduler::{SampleResult, ScheduleOutput, Scheduler, SchedulerConfig, SeqUpdate};
 use super::sequence::{FinishReason, Sequence, SequenceLimits};
 use crate::ids::{SeqId, TokenId};
-use crate::model::{CausalLm, KvCache, KvDtype};
+use crate::model::{CausalLm, DeviceSpec, KvCache, KvDtype};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
@@ -36,6 +36,10 @@ pub struct EngineConfig {
     pub max_num_batched_tokens: usize,
     pub block_size: usize,
     pub kv_cache_memory: KvCacheMemory,
+    /// Where the model is loaded and run.
+    pub device: DeviceSpec,
+    /// On a GPU, the share of its memory the engine may fill (weights, activations and KV).
+    pub gpu_memory_utilization: f64,
     pub kv_dtype: KvDtype,
     pub enable_prefix_caching: bool,
     /// Requests allowed to wait for admission before new ones get `Overloaded`.
@@ -49,6 +53,8 @@ impl Default for EngineConfig {
             max_num_batched_tokens: 512,
             block_size: 16,
             kv_cache_memory: KvCacheMemory::default(),
+            device: DeviceSpec::Cpu,
+            gpu_memory_utilization: 0.9,
             kv_dtype: KvDtype::Bf16,
             enable_prefix_caching: true,
             max_queue_len: 1024,
@@ -62,6 +68,12 @@ impl EngineConfig {
         if self.block_size == 0 || self.max_num_seqs == 0 || self.max_queue_len == 0 {
             return bad("block_size, max_num_seqs and max_queue_len must be positive".into());
         }
+        if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
+            return bad(format!(
+                "--gpu-memory-utilization must be in (0, 1], got {}",
+                self.gpu_memory_utilization
+            ));
+        }
         if self.max_num_batched_tokens < self.max_num_seqs {
             return bad(format!(
                 "max_num_batched_tokens ({}) must be at least max_num_seqs ({}), so every running sequence can decode in every step",
@@ -70,6 +82,17 @@ impl EngineConfig {
         }
         Ok(())
     }
+}
+
+/// GPU bytes one step's activations may need at most, kept out of the KV cache: the widest
+/// intermediates of a full token budget (bf16, a few alive at once), the logits of every
+/// running sequence (bf16 and f32), and cuBLAS's workspace.
+fn activation_reserve(mc: &crate::model::ModelConfig, config: &EngineConfig) -> u64 {
+    let qkv = (mc.num_attention_heads + 2 * mc.num_key_value_heads) * mc.head_dim;
+    let per_token = 2 * (6 * mc.hidden_size + 2 * qkv + 3 * mc.intermediate_size);
+    let logits = config.max_num_seqs * mc.vocab_size * (2 + 4);
+    const WORKSPACE: usize = 256 << 20;
+    (config.max_num_batched_tokens * per_token + logits + WORKSPACE) as u64
 }
 
 /// Starts the engine thread for `model` and returns its handle. `eos_token_ids` end a sequence
@@ -85,13 +108,30 @@ pub fn spawn_engine(
         .kv_cache_spec(1, config.block_size, config.kv_dtype)
         .bytes_per_block();
     let max_useful = (config.max_num_seqs * mc.max_position_embeddings).div_ceil(config.block_size);
+    let device = model.device();
+    let memory = match crate::model::device::free_and_total(&device)? {
+        Some((free, total)) => {
+            let gpu = kv_budget::GpuMemory { total, free };
+            let reserve = activation_reserve(&mc, &config);
+            KvCacheMemory::Bytes(kv_budget::gpu_kv_bytes(
+                config.kv_cache_memory,
+                gpu,
+                config.gpu_memory_utilization,
+                reserve,
+            )?)
+        }
+        None => config.kv_cache_memory,
+    };
     let num_blocks = kv_budget::num_blocks(
-        config.kv_cache_memory,
+        memory,
         bytes_per_block,
         kv_budget::available_memory(),
         max_useful,
     )?;
-    let mut kv = KvCache::new(model.kv_cache_spec(num_blocks, config.block_size, config.kv_dtype))?;
+    let mut kv = KvCache::new_on(
+        model.kv_cache_spec(num_blocks, config.block_size, config.kv_dtype),
+        &device,
+    )?;
     kv.commit();
     let capacity = num_blocks * config.block_size;
     tracing::info!(

@@ -62,7 +62,10 @@ pub fn generate(
     let mut sampler = Sampler::new(params.sampling.clone(), prompt, 0, vocab_size)?;
     let bs = params.block_size;
     let num_blocks = (prompt.len() + max_tokens).div_ceil(bs).max(1);
-    let mut cache = KvCache::new(model.kv_cache_spec(num_blocks, bs, params.kv_dtype))?;
+    let mut cache = KvCache::new_on(
+        model.kv_cache_spec(num_blocks, bs, params.kv_dtype),
+        &model.device(),
+    )?;
     let table: Vec<BlockId> = (0..num_blocks as u32).map(BlockId).collect();
 
     let started = Instant::now();

@@ -1,5 +1,7 @@
-//! Sizing the KV cache from a memory budget: a byte count, or a share of the memory that is
-//! free when the engine starts.
+//! Sizing the KV cache from a memory budget: a byte count, a share of the memory that is free
+//! when the engine starts, or (the default) a rule per device: a fifth of free host memory on
+//! the CPU, and on a GPU whatever `--gpu-memory-utilization` of its memory leaves once the
+//! weights are loaded and room for one step's activations is set aside.
 //!
 //! Depends on nothing in the crate but the engine error; reads `/proc/meminfo` on Linux.
 
@@ -7,17 +9,60 @@ use std::str::FromStr;
 
 use super::error::EngineError;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum KvCacheMemory {
+    /// The device's rule: `HOST_SHARE` of free host memory, or the GPU utilization rule.
+    #[default]
+    Auto,
     Bytes(u64),
-    /// A share, in (0, 1], of the memory available at start.
+    /// A share, in (0, 1], of the memory available at start (on a GPU: once weights are loaded).
     FractionOfFree(f64),
 }
 
-impl Default for KvCacheMemory {
-    fn default() -> Self {
-        Self::FractionOfFree(0.2)
+/// The share of free host memory a CPU engine's KV cache takes when no size is given.
+pub const HOST_SHARE: f64 = 0.2;
+
+/// A GPU's memory as the driver reports it once the weights are loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuMemory {
+    pub total: u64,
+    pub free: u64,
+}
+
+/// Bytes for a GPU's KV cache. `Auto` follows vLLM's rule: of `utilization × total`, take away
+/// what is already in use (weights, the CUDA context, other processes) and `reserve` (one step's
+/// activations), and the rest is the cache. A share takes that share of free memory after
+/// `reserve`; bytes are taken as given.
+pub fn gpu_kv_bytes(
+    memory: KvCacheMemory,
+    gpu: GpuMemory,
+    utilization: f64,
+    reserve: u64,
+) -> Result<u64, EngineError> {
+    let used = gpu.total.saturating_sub(gpu.free);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let bytes = match memory {
+        KvCacheMemory::Bytes(b) => return Ok(b),
+        KvCacheMemory::FractionOfFree(f) => (gpu.free.saturating_sub(reserve) as f64 * f) as u64,
+        KvCacheMemory::Auto => {
+            if !(utilization > 0.0 && utilization <= 1.0) {
+                return Err(EngineError::Config(format!(
+                    "--gpu-memory-utilization must be in (0, 1], got {utilization}"
+                )));
+            }
+            let budget = (gpu.total as f64 * utilization) as u64;
+            budget.saturating_sub(used).saturating_sub(reserve)
+        }
+    };
+    if bytes == 0 {
+        return Err(EngineError::Config(format!(
+            "no GPU memory is left for the KV cache: {:.2} of {:.2} GiB are in use after loading and {:.2} GiB are kept for activations; raise --gpu-memory-utilization (now {utilization}), lower --max-num-batched-tokens, or serve a smaller model",
+            gib(used),
+            gib(gpu.total),
+            gib(reserve)
+        )));
     }
+    Ok(bytes)
 }
 
 impl FromStr for KvCacheMemory {
@@ -74,7 +119,12 @@ pub fn num_blocks(
     available: Option<u64>,
     max_useful: usize,
 ) -> Result<usize, EngineError> {
+    let memory = match memory {
+        KvCacheMemory::Auto => KvCacheMemory::FractionOfFree(HOST_SHARE),
+        m => m,
+    };
     let bytes = match memory {
+        KvCacheMemory::Auto => unreachable!("resolved above"),
         KvCacheMemory::Bytes(b) => b,
         KvCacheMemory::FractionOfFree(f) => {
             let free = available.ok_or_else(|| {
@@ -127,5 +177,39 @@ mod tests {
         assert_eq!(share.ok(), Some(4));
         assert!(num_blocks(KvCacheMemory::FractionOfFree(0.5), 1000, None, 100).is_err());
         assert!(num_blocks(KvCacheMemory::Bytes(999), 1000, None, 100).is_err());
+        // Auto on the host is a fifth of what is free.
+        let auto = num_blocks(KvCacheMemory::Auto, 1000, Some(50_000), 100);
+        assert_eq!(auto.ok(), Some(10));
+    }
+
+    #[test]
+    fn gpu_budget_leaves_the_weights_and_the_reserve_out() {
+        const GIB: u64 = 1 << 30;
+        // 80 GiB card, 17 GiB in use after loading an 8B model, 1 GiB for activations.
+        let gpu = GpuMemory {
+            total: 80 * GIB,
+            free: 63 * GIB,
+        };
+        let auto = gpu_kv_bytes(KvCacheMemory::Auto, gpu, 0.9, GIB).unwrap();
+        assert_eq!(auto, (80.0 * 0.9 * GIB as f64) as u64 - 18 * GIB);
+        // A lower utilization shrinks the cache by exactly the difference.
+        let less = gpu_kv_bytes(KvCacheMemory::Auto, gpu, 0.5, GIB).unwrap();
+        assert_eq!(auto - less, (80.0 * 0.4 * GIB as f64) as u64);
+        assert_eq!(
+            gpu_kv_bytes(KvCacheMemory::FractionOfFree(0.5), gpu, 0.9, GIB).unwrap(),
+            31 * GIB
+        );
+        assert_eq!(
+            gpu_kv_bytes(KvCacheMemory::Bytes(5), gpu, 0.9, GIB).unwrap(),
+            5
+        );
+        // Weights past the budget: an error naming the numbers and the fixes.
+        let err = gpu_kv_bytes(KvCacheMemory::Auto, gpu, 0.2, GIB)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("17.00 of 80.00 GiB"), "{err}");
+        assert!(err.contains("--gpu-memory-utilization"), "{err}");
+        assert!(gpu_kv_bytes(KvCacheMemory::Auto, gpu, 1.5, GIB).is_err());
+        assert!(gpu_kv_bytes(KvCacheMemory::Auto, gpu, 0.0, GIB).is_err());
     }
 }

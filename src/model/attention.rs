@@ -116,6 +116,12 @@ impl Attention {
             scale: (self.head_dim as f32).powf(-0.5),
             sliding_window: self.sliding_window,
         };
+        #[cfg(feature = "cuda")]
+        if let LayerKv::Cuda(_) = kv {
+            return Err(crate::model::error::ModelError::KvCache(
+                "the CPU decoder needs a KV cache in host memory".into(),
+            ));
+        }
         let mut out = vec![0f32; rows * self.num_heads * self.head_dim];
         with_f32(&k, |ks| {
             with_f32(&v, |vs| {
@@ -135,6 +141,9 @@ impl Attention {
                         LayerKv::Bf16 { k, v } => {
                             write_and_attend((k, v), new, step, shape, &mut out)
                         }
+                        // Refused before the closures.
+                        #[cfg(feature = "cuda")]
+                        LayerKv::Cuda(_) => {}
                     }
                 })
             })

@@ -56,6 +56,8 @@ pub enum ModelError {
     Batch(String),
     #[error("KV cache: {0}")]
     KvCache(String),
+    #[error("device: {0}")]
+    Device(String),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -59,11 +59,23 @@ impl KvCacheSpec {
     }
 }
 
-/// One layer's keys and values, `[num_blocks, block_size, num_kv_heads, head_dim]` each.
+/// One layer's keys and values, `[num_blocks, block_size, num_kv_heads, head_dim]` each, in
+/// host memory or (CUDA builds) in GPU memory.
 pub enum LayerKv {
-    F32 { k: Vec<f32>, v: Vec<f32> },
-    F16 { k: Vec<f16>, v: Vec<f16> },
-    Bf16 { k: Vec<bf16>, v: Vec<bf16> },
+    F32 {
+        k: Vec<f32>,
+        v: Vec<f32>,
+    },
+    F16 {
+        k: Vec<f16>,
+        v: Vec<f16>,
+    },
+    Bf16 {
+        k: Vec<bf16>,
+        v: Vec<bf16>,
+    },
+    #[cfg(feature = "cuda")]
+    Cuda(super::gpu::kv::CudaKv),
 }
 
 pub struct KvCache {
@@ -72,7 +84,13 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// A cache in host memory.
     pub fn new(spec: KvCacheSpec) -> Result<Self> {
+        Self::new_on(spec, &candle_core::Device::Cpu)
+    }
+
+    /// A cache where `device`'s model computes: host memory for the CPU, GPU memory for CUDA.
+    pub fn new_on(spec: KvCacheSpec, device: &candle_core::Device) -> Result<Self> {
         if spec.block_size == 0 || spec.num_blocks == 0 {
             return Err(ModelError::KvCache(format!(
                 "block_size ({}) and num_blocks ({}) must both be positive",
@@ -83,6 +101,21 @@ impl KvCache {
             .num_slots()
             .checked_mul(spec.num_kv_heads * spec.head_dim)
             .ok_or_else(|| ModelError::KvCache("size overflows".into()))?;
+        match device {
+            candle_core::Device::Cpu => {}
+            #[cfg(feature = "cuda")]
+            candle_core::Device::Cuda(d) => {
+                let layers = (0..spec.num_layers)
+                    .map(|_| super::gpu::kv::CudaKv::zeros(&spec, d).map(LayerKv::Cuda))
+                    .collect::<Result<Vec<_>>>()?;
+                return Ok(Self { spec, layers });
+            }
+            other => {
+                return Err(ModelError::KvCache(format!(
+                    "no KV cache for a model on {other:?}"
+                )))
+            }
+        }
         // Zeroed allocations are lazily committed by the OS, so an unused tail costs nothing.
         let layers = (0..spec.num_layers)
             .map(|_| match spec.dtype {
@@ -134,6 +167,8 @@ impl KvCache {
                     copy(k, src, dst, len);
                     copy(v, src, dst, len);
                 }
+                #[cfg(feature = "cuda")]
+                LayerKv::Cuda(kv) => kv.copy_within(src * len, dst * len, len)?,
             }
         }
         Ok(())
@@ -167,6 +202,9 @@ impl KvCache {
                     touch(k);
                     touch(v);
                 }
+                // Zeroed on allocation, so already committed.
+                #[cfg(feature = "cuda")]
+                LayerKv::Cuda(_) => {}
             }
         }
     }

@@ -10,8 +10,11 @@ pub mod attention;
 pub mod batch;
 pub mod config;
 pub mod cpu;
+pub mod device;
 pub mod encoder;
 pub mod error;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod kv_cache;
 pub mod layers;
 pub mod resident;
@@ -19,10 +22,11 @@ pub mod rope;
 pub mod source;
 pub mod weights;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 pub use batch::{ForwardBatch, LogitsRows, SequenceChunk};
 pub use config::{Architecture, GenerationDefaults, ModelConfig};
+pub use device::DeviceSpec;
 pub use error::ModelError;
 pub use kv_cache::{KvCache, KvCacheSpec, KvDtype};
 pub use weights::{WeightDtype, WeightResidency, Weights};
@@ -33,6 +37,11 @@ pub trait CausalLm: Send + Sync {
 
     /// The dtype the large matrices are stored in.
     fn weight_dtype(&self) -> WeightDtype;
+
+    /// Where the weights live and the forward runs; the KV cache is allocated there too.
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
 
     /// Writes this step's keys and values into `kv_cache` and returns f32 logits,
     /// `[rows, vocab_size]`, for the rows `batch.logits_rows` selects.
@@ -55,7 +64,7 @@ pub trait CausalLm: Send + Sync {
 /// Loads the architecture named by `config.json` in `dir` over its mapped weights.
 pub fn load_causal_lm(
     dir: &std::path::Path,
-    device: &candle_core::Device,
+    device: &Device,
 ) -> Result<Box<dyn CausalLm>, ModelError> {
     let cfg = ModelConfig::from_file(&config::config_path(dir))?;
     load_causal_lm_with(&cfg, dir, device)
@@ -65,7 +74,7 @@ pub fn load_causal_lm(
 pub fn load_causal_lm_with(
     cfg: &ModelConfig,
     dir: &std::path::Path,
-    device: &candle_core::Device,
+    device: &Device,
 ) -> Result<Box<dyn CausalLm>, ModelError> {
     arch::load(cfg, &Weights::open_dir(dir)?, device)
 }

@@ -22,10 +22,16 @@ pub const VARIANTS: &[&str] = &[
     "qwen3_qknorm",
 ];
 
+/// The source tree: where the tests were built, or `ENCLAVE_SOURCE_DIR` for test binaries
+/// carried to another machine (the GPU runs).
+pub fn source_dir() -> PathBuf {
+    std::env::var_os("ENCLAVE_SOURCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn fixture_model(variant: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(variant)
+    source_dir().join("tests/fixtures/models").join(variant)
 }
 
 pub struct Reference {
@@ -84,7 +90,10 @@ impl Pager {
         dtype: KvDtype,
     ) -> Result<Self> {
         Ok(Self {
-            cache: KvCache::new(model.kv_cache_spec(num_blocks, block_size, dtype))?,
+            cache: KvCache::new_on(
+                model.kv_cache_spec(num_blocks, block_size, dtype),
+                &model.device(),
+            )?,
             next: 0,
             block_size,
         })

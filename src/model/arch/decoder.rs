@@ -11,7 +11,7 @@ use crate::model::attention::{Attention, StepContext};
 use crate::model::batch::ForwardBatch;
 use crate::model::config::ModelConfig;
 use crate::model::cpu::attention::SeqAttention;
-use crate::model::error::{ModelError, Result};
+use crate::model::error::Result;
 use crate::model::kv_cache::KvCache;
 use crate::model::layers::{Embedding, Linear, Mlp, RmsNorm};
 use crate::model::rope::Rope;
@@ -97,17 +97,7 @@ impl CausalLm for DecoderLm {
 
     fn forward(&self, batch: &ForwardBatch, kv_cache: &mut KvCache) -> Result<Tensor> {
         let spec = *kv_cache.spec();
-        if spec.num_layers != self.layers.len()
-            || spec.num_kv_heads != self.cfg.num_key_value_heads
-            || spec.head_dim != self.cfg.head_dim
-        {
-            return Err(ModelError::KvCache(format!(
-                "cache geometry {spec:?} does not fit this model ({} layers, {} KV heads of {})",
-                self.layers.len(),
-                self.cfg.num_key_value_heads,
-                self.cfg.head_dim
-            )));
-        }
+        super::check_cache_fits(&self.cfg, &spec)?;
         batch.validate(spec.block_size, spec.num_blocks, self.cfg.vocab_size)?;
         let tables: Vec<Vec<u32>> = batch
             .block_tables
