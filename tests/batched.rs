@@ -36,15 +36,7 @@ fn packed_prefill_and_decode_equal_one_sequence_at_a_time() -> Result<()> {
             .zip(&decodes)
             .map(|(p, d)| pager.table((p.len() + d.len()).div_ceil(BLOCK)))
             .collect();
-        let chunks: Vec<SequenceChunk> = prompts
-            .iter()
-            .zip(&tables)
-            .map(|(p, t)| SequenceChunk {
-                tokens: p,
-                num_computed_tokens: 0,
-                block_table: t,
-            })
-            .collect();
+        let chunks = common::prefill_chunks(&prompts, &tables);
         let packed = model.forward(
             &ForwardBatch::from_chunks(&chunks, BLOCK, LogitsRows::All),
             &mut pager.cache,

@@ -81,12 +81,13 @@ fn reshape_and_cache_writes_every_row_to_its_slot_exactly() -> Result<()> {
         let fused = to_gpu_bf16(&wide, (rows, 3 * row), &dev)?;
         let (k, v) = (fused.narrow(1, row, row)?, fused.narrow(1, 2 * row, row)?);
         let mut slots: Vec<u32> = (0..(nb * bs) as u32).collect();
-        slots.sort_by_key(|x| (x * 2_654_435_761u32) % 1009);
+        slots.sort_by_key(|x| x.wrapping_mul(2_654_435_761) % 1009);
         slots.truncate(rows);
         slots[5] = u32::MAX; // a padding row is skipped
         let slot_t = Tensor::from_slice(&slots, rows, &dev)?;
         let mut cache = CudaKv::zeros(&s, cuda)?;
-        kernels::reshape_and_cache(&k, &v, &slot_t, &mut cache)?;
+        // SAFETY: every slot is below the cache's slot count.
+        unsafe { kernels::reshape_and_cache(&k, &v, &slot_t, &mut cache) }?;
         let (gk, gv) = cache.to_host_f32()?;
 
         let (ks, vs): (Vec<f32>, Vec<f32>) = (
@@ -176,12 +177,13 @@ fn attention_case(
         random_bf16(&mut rng, n * row, 1.0),
     );
     let mut cache = CudaKv::zeros(&s, cuda)?;
-    kernels::reshape_and_cache(
-        &to_gpu_bf16(&k, (n, row), &dev)?,
-        &to_gpu_bf16(&v, (n, row), &dev)?,
-        &Tensor::from_slice(&slots, n, &dev)?,
-        &mut cache,
-    )?;
+    let (kt, vt) = (
+        to_gpu_bf16(&k, (n, row), &dev)?,
+        to_gpu_bf16(&v, (n, row), &dev)?,
+    );
+    let slot_t = Tensor::from_slice(&slots, n, &dev)?;
+    // SAFETY: the tables' blocks are below `nb`, so every slot is inside the cache.
+    unsafe { kernels::reshape_and_cache(&kt, &vt, &slot_t, &mut cache) }?;
     let q = random_bf16(&mut rng, q_rows * num_heads * hd, 1.0);
     let max_blocks = tables.iter().map(Vec::len).max().unwrap_or(1);
     let mut flat = vec![0u32; tables.len() * max_blocks];
@@ -193,24 +195,24 @@ fn attention_case(
         Tensor::from_slice(&row_pos, q_rows, &dev)?,
     );
     let tables_t = Tensor::from_slice(&flat, (tables.len(), max_blocks), &dev)?;
-    let scale = (hd as f32).powf(-0.5);
+    let shape = AttentionShape {
+        num_heads,
+        num_kv_heads: kv_heads,
+        head_dim: hd,
+        block_size: bs,
+        scale: (hd as f32).powf(-0.5),
+        sliding_window: window,
+    };
     let meta = AttentionMeta {
         row_seq: &row_seq_t,
         row_pos: &row_pos_t,
         block_tables: &tables_t,
         max_blocks,
-        num_heads,
-        num_kv_heads: kv_heads,
-        head_dim: hd,
-        block_size: bs,
-        scale,
-        sliding_window: window,
+        shape,
     };
-    let got = host_f32(&kernels::paged_attention(
-        &to_gpu_bf16(&q, (q_rows, num_heads * hd), &dev)?,
-        &cache,
-        &meta,
-    )?)?;
+    let qt = to_gpu_bf16(&q, (q_rows, num_heads * hd), &dev)?;
+    // SAFETY: every row's position is covered by its sequence's table, and blocks are below `nb`.
+    let got = host_f32(&unsafe { kernels::paged_attention(&qt, &cache, &meta) }?)?;
 
     let (ck, cv) = cache.to_host_f32()?;
     let seqs: Vec<SeqAttention> = cpu_seqs
@@ -223,14 +225,6 @@ fn attention_case(
             block_table: t,
         })
         .collect();
-    let shape = AttentionShape {
-        num_heads,
-        num_kv_heads: kv_heads,
-        head_dim: hd,
-        block_size: bs,
-        scale,
-        sliding_window: window,
-    };
     let mut want = vec![0f32; q_rows * num_heads * hd];
     paged_attention(&q, &ck, &cv, &seqs, shape, &mut want);
     assert_close(
@@ -392,7 +386,9 @@ fn block_copies_land_in_every_layer_on_the_gpu() -> Result<()> {
             panic!("a CUDA cache must live on the GPU");
         };
         let t = to_gpu_bf16(&k, (16, row), &dev)?;
-        kernels::reshape_and_cache(&t, &t, &Tensor::from_slice(&slots, 16, &dev)?, kv)?;
+        let slot_t = Tensor::from_slice(&slots, 16, &dev)?;
+        // SAFETY: slots 16..32 are block 1 of 4.
+        unsafe { kernels::reshape_and_cache(&t, &t, &slot_t, kv) }?;
     }
     cache.copy_block(1, 3)?;
     for layer in 0..2 {

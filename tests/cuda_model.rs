@@ -2,9 +2,10 @@
 //! f32 logits, packed batches against sequences run alone, and the engine end to end.
 //!
 //! Tolerance: weights and activations are bf16 on the GPU (8 significant bits), so logits may
-//! move by a few bf16 steps of the largest logit, against 1e-4 for the f32 CPU path. The bound
-//! is 3% of the largest reference logit in the row set, and the arg-max must agree wherever the
-//! reference's top two are further apart than that bound.
+//! move by a few bf16 steps of the largest logit, against 1e-4 for the f32 CPU path. A model of
+//! the GPU path's roundings, run over these fixtures, moved them by up to 2.7% of the largest
+//! reference logit; the bound is 5%, and the arg-max must agree wherever the reference's top two
+//! are further apart than twice the bound (each of the two may move by the bound).
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -17,9 +18,9 @@ use enclave::engine::{
     SamplingParams,
 };
 use enclave::ids::TokenId;
-use enclave::model::{load_causal_lm, CausalLm, ForwardBatch, KvDtype, LogitsRows, SequenceChunk};
+use enclave::model::{load_causal_lm, CausalLm, ForwardBatch, KvDtype, LogitsRows};
 
-const RELATIVE: f32 = 0.03;
+const RELATIVE: f32 = 0.05;
 
 fn gpu() -> Result<Device> {
     Ok(Device::new_cuda(0)?)
@@ -75,7 +76,7 @@ fn every_architecture_matches_the_reference_logits_on_the_gpu() -> Result<()> {
             assert_same_winners(
                 &prefill,
                 &want,
-                tol,
+                2.0 * tol,
                 &format!("{variant} prompt {i} prefill"),
             )?;
             let expected = reference.logits(&format!("p{i}.decode_logits"))?;
@@ -110,15 +111,7 @@ fn a_packed_batch_matches_each_sequence_alone_on_the_gpu() -> Result<()> {
             .iter()
             .map(|p| pager.table(p.len().div_ceil(16)))
             .collect();
-        let chunks: Vec<SequenceChunk> = prompts
-            .iter()
-            .zip(&tables)
-            .map(|(p, t)| SequenceChunk {
-                tokens: p,
-                num_computed_tokens: 0,
-                block_table: t,
-            })
-            .collect();
+        let chunks = common::prefill_chunks(&prompts, &tables);
         let packed = model.forward(
             &ForwardBatch::from_chunks(&chunks, 16, LogitsRows::All),
             &mut pager.cache,

@@ -108,6 +108,9 @@ impl KvCache {
                 let layers = (0..spec.num_layers)
                     .map(|_| super::gpu::kv::CudaKv::zeros(&spec, d).map(LayerKv::Cuda))
                     .collect::<Result<Vec<_>>>()?;
+                // The zeroing was queued on this thread's stream; the engine's forward runs on
+                // another thread, whose stream does not wait for this one.
+                device.synchronize()?;
                 return Ok(Self { spec, layers });
             }
             other => {

@@ -111,6 +111,22 @@ impl Pager {
     }
 }
 
+/// Each prompt as a whole prefill chunk over its block table.
+pub fn prefill_chunks<'a>(
+    prompts: &'a [Vec<TokenId>],
+    tables: &'a [Vec<BlockId>],
+) -> Vec<SequenceChunk<'a>> {
+    prompts
+        .iter()
+        .zip(tables)
+        .map(|(p, t)| SequenceChunk {
+            tokens: p,
+            num_computed_tokens: 0,
+            block_table: t,
+        })
+        .collect()
+}
+
 /// Runs one prompt alone: prefill with every row's logits, then the teacher-forced decode
 /// steps. Returns (prefill logits, decode logits per step).
 pub fn run_alone(

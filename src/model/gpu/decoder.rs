@@ -12,6 +12,7 @@ use super::kernels::{self, AttentionMeta};
 use super::kv::CudaKv;
 use crate::model::batch::ForwardBatch;
 use crate::model::config::ModelConfig;
+use crate::model::cpu::attention::AttentionShape;
 use crate::model::error::{ModelError, Result};
 use crate::model::kv_cache::{KvCache, LayerKv};
 use crate::model::rope::Rope;
@@ -221,6 +222,9 @@ impl CudaDecoderLm {
         } else {
             ld.get("lm_head.weight", &[v, h])?
         };
+        // Uploads and fusions were queued on this thread's stream; the engine computes on
+        // another thread, whose stream does not wait for this one.
+        device.synchronize()?;
         Ok(Self {
             cfg: cfg.clone(),
             embed_tokens,
@@ -259,20 +263,25 @@ impl CudaDecoderLm {
         }
         let q = kernels::rotary(&q, &step.cos, &step.sin, nq)?;
         let k = kernels::rotary(&k, &step.cos, &step.sin, nkv)?;
-        kernels::reshape_and_cache(&k, &v, &step.slots, kv)?;
+        // SAFETY: `forward` validated the batch against the cache, so every slot, block id and
+        // position in `step` is in range.
+        unsafe { kernels::reshape_and_cache(&k, &v, &step.slots, kv) }?;
         let meta = AttentionMeta {
             row_seq: &step.row_seq,
             row_pos: &step.row_pos,
             block_tables: &step.block_tables,
             max_blocks: step.max_blocks,
-            num_heads: nq,
-            num_kv_heads: nkv,
-            head_dim: hd,
-            block_size: step.block_size,
-            scale: (hd as f32).powf(-0.5),
-            sliding_window: layer.sliding_window,
+            shape: AttentionShape {
+                num_heads: nq,
+                num_kv_heads: nkv,
+                head_dim: hd,
+                block_size: step.block_size,
+                scale: (hd as f32).powf(-0.5),
+                sliding_window: layer.sliding_window,
+            },
         };
-        let out = kernels::paged_attention(&q, kv, &meta)?;
+        // SAFETY: as above.
+        let out = unsafe { kernels::paged_attention(&q, kv, &meta) }?;
         layer.o_proj.forward(&out)
     }
 }

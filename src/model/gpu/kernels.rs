@@ -11,6 +11,7 @@ use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
 use half::bf16;
 
 use super::kv::{CudaKv, KvSlices};
+use crate::model::cpu::attention::AttentionShape;
 use crate::model::error::{ModelError, Result};
 
 const CACHE_MODULE: &str = "enclave_cache";
@@ -95,7 +96,16 @@ fn grid(rows: usize, threads: u32) -> LaunchConfig {
 
 /// Writes this step's keys and values (`[rows, kv_heads * head_dim]` each, bf16) into the
 /// cache at `slots` (`[rows]`, u32 on the device; `u32::MAX` skips a row).
-pub fn reshape_and_cache(k: &Tensor, v: &Tensor, slots: &Tensor, cache: &mut CudaKv) -> Result<()> {
+///
+/// # Safety
+/// Every slot other than `u32::MAX` must be below the cache's slot count: the slots live on
+/// the device, so they cannot be checked here (`ForwardBatch::validate` checks them).
+pub unsafe fn reshape_and_cache(
+    k: &Tensor,
+    v: &Tensor,
+    slots: &Tensor,
+    cache: &mut CudaKv,
+) -> Result<()> {
     let (kr, vr) = (rows_of(k, "keys")?, rows_of(v, "values")?);
     if kr.rows != vr.rows || kr.cols != vr.cols || kr.cols != cache.row_len() {
         return Err(bad(format!(
@@ -128,8 +138,8 @@ pub fn reshape_and_cache(k: &Tensor, v: &Tensor, slots: &Tensor, cache: &mut Cud
                     KvSlices::F32(kc, vc) => b.arg(kc).arg(vc),
                 };
                 b.arg(&sv).arg(&row_len);
-                // SAFETY: every row's slot is below the cache's slot count (the batch was
-                // validated against it) and each pointer covers `rows` rows of its stride.
+                // SAFETY: slots are in range (the caller's contract) and each pointer covers
+                // `rows` rows of its stride.
                 unsafe { b.launch(grid(kr.rows, 256)) }.w()?;
                 Ok(())
             })
@@ -144,17 +154,23 @@ pub struct AttentionMeta<'a> {
     pub row_pos: &'a Tensor,
     pub block_tables: &'a Tensor,
     pub max_blocks: usize,
-    pub num_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_dim: usize,
-    pub block_size: usize,
-    pub scale: f32,
-    pub sliding_window: Option<usize>,
+    /// Heads, head size, block size, scale and window: the same as the CPU kernel's.
+    pub shape: AttentionShape,
 }
 
 /// Causal attention of every query row (`[rows, num_heads * head_dim]`, bf16) over its
 /// sequence's cached positions up to its own. Returns `[rows, num_heads * head_dim]`, bf16.
-pub fn paged_attention(q: &Tensor, cache: &CudaKv, m: &AttentionMeta<'_>) -> Result<Tensor> {
+///
+/// # Safety
+/// Each row's sequence must be a row of the block tables, its position must be covered by that
+/// sequence's table, and every block id must be inside the cache: the metadata lives on the
+/// device, so it cannot be checked here (`ForwardBatch::validate` checks it).
+pub unsafe fn paged_attention(
+    q: &Tensor,
+    cache: &CudaKv,
+    meta: &AttentionMeta<'_>,
+) -> Result<Tensor> {
+    let m = &meta.shape;
     let qr = rows_of(q, "queries")?;
     if qr.cols != m.num_heads * m.head_dim
         || m.head_dim > MAX_HEAD_DIM
@@ -172,22 +188,22 @@ pub fn paged_attention(q: &Tensor, cache: &CudaKv, m: &AttentionMeta<'_>) -> Res
         )));
     }
     let index = |t: &Tensor| t.dtype() == DType::U32 && t.is_contiguous();
-    if !(index(m.row_seq) && index(m.row_pos) && index(m.block_tables))
-        || m.row_seq.dims1()? != qr.rows
-        || m.row_pos.dims1()? != qr.rows
-        || m.block_tables.dims2()?.1 != m.max_blocks
+    if !(index(meta.row_seq) && index(meta.row_pos) && index(meta.block_tables))
+        || meta.row_seq.dims1()? != qr.rows
+        || meta.row_pos.dims1()? != qr.rows
+        || meta.block_tables.dims2()?.1 != meta.max_blocks
     {
         return Err(bad(format!(
             "attention metadata: row sequences, row positions ({} rows) and block tables ({} columns) must be contiguous u32",
-            qr.rows, m.max_blocks
+            qr.rows, meta.max_blocks
         )));
+    }
+    if qr.rows == 0 {
+        return Err(bad("attention of no query rows".into()));
     }
     let dev = cuda_device(q)?;
     // SAFETY: every element is written by the kernel before it is read.
     let out = unsafe { dev.alloc::<bf16>(qr.rows * qr.cols) }?;
-    if qr.rows == 0 {
-        return Ok(wrap(out, &dev, (0, qr.cols)));
-    }
     // The kernel keeps head_dim / 32 elements per lane in registers, compiled for three sizes.
     let bucket = match m.head_dim {
         0..=64 => 64,
@@ -199,7 +215,7 @@ pub fn paged_attention(q: &Tensor, cache: &CudaKv, m: &AttentionMeta<'_>) -> Res
     let func = dev.get_or_load_custom_func(&name, ATTENTION_MODULE, enclave_kernels::ATTENTION)?;
     let q_stride = qr.stride as i64;
     let ints = [
-        m.max_blocks as i32,
+        meta.max_blocks as i32,
         m.num_heads as i32,
         m.num_kv_heads as i32,
         m.head_dim as i32,
@@ -213,11 +229,11 @@ pub fn paged_attention(q: &Tensor, cache: &CudaKv, m: &AttentionMeta<'_>) -> Res
     };
     with_view::<bf16, _>(q, qr.start, |qv| {
         with_view::<u32, _>(
-            m.block_tables,
-            m.block_tables.layout().start_offset(),
+            meta.block_tables,
+            meta.block_tables.layout().start_offset(),
             |tables| {
-                with_view::<u32, _>(m.row_seq, m.row_seq.layout().start_offset(), |seqs| {
-                    with_view::<u32, _>(m.row_pos, m.row_pos.layout().start_offset(), |pos| {
+                with_view::<u32, _>(meta.row_seq, meta.row_seq.layout().start_offset(), |seqs| {
+                    with_view::<u32, _>(meta.row_pos, meta.row_pos.layout().start_offset(), |pos| {
                         let mut b = func.builder();
                         b.arg(&out).arg(&qv).arg(&q_stride);
                         match cache.slices() {
@@ -263,13 +279,13 @@ pub fn add_rms_norm(
             "norm weight must be bf16 with one element per column".into()
         ));
     }
-    let dev = cuda_device(&x)?;
     let n = xr.rows * xr.cols;
+    if n == 0 {
+        return Err(bad("RMSNorm of an empty tensor".into()));
+    }
+    let dev = cuda_device(&x)?;
     // SAFETY: written by the kernel before any read.
     let out = unsafe { dev.alloc::<bf16>(n) }?;
-    if n == 0 {
-        return Ok((x.clone(), wrap(out, &dev, (xr.rows, xr.cols))));
-    }
     let residual = match &add {
         // SAFETY: as above.
         Some(_) => Some(unsafe { dev.alloc::<bf16>(n) }?),
@@ -329,11 +345,14 @@ pub fn rotary(x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<Te
             xr.rows, xr.cols
         )));
     }
+    if xr.rows == 0 || xr.cols == 0 {
+        return Err(bad("rotary of an empty tensor".into()));
+    }
     let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
     let dev = cuda_device(x)?;
     // SAFETY: written by the kernel before any read.
     let out = unsafe { dev.alloc::<bf16>(xr.rows * xr.cols) }?;
-    if xr.rows > 0 {
+    {
         let func =
             dev.get_or_load_custom_func("rotary_bf16", FUSED_MODULE, enclave_kernels::FUSED)?;
         let stride = xr.stride as i64;
@@ -362,11 +381,14 @@ pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
         return Err(bad("gate/up must have an even number of columns".into()));
     }
     let inter = gr.cols / 2;
-    let dev = cuda_device(&gate_up)?;
     let n = gr.rows * inter;
+    if n == 0 {
+        return Err(bad("SiLU product of an empty tensor".into()));
+    }
+    let dev = cuda_device(&gate_up)?;
     // SAFETY: written by the kernel before any read.
     let out = unsafe { dev.alloc::<bf16>(n) }?;
-    if n > 0 {
+    {
         let func =
             dev.get_or_load_custom_func("silu_mul_bf16", FUSED_MODULE, enclave_kernels::FUSED)?;
         let (rows, inter_i) = (gr.rows as i64, inter as i32);
