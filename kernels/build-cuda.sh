@@ -9,7 +9,9 @@
 #
 # The toolkit is CUDA 13.0 on purpose: PTX from 13.0's nvcc loads on every 13.x driver.
 # The driver library (libcuda.so.1) is not on PyPI, so a link-time stub is generated from the
-# entry points cudarc declares; the GPU machine's real driver is what loads at run time.
+# entry points cudarc declares; the GPU machine's real driver is what loads at run time. Each
+# stub entry returns CUDA_ERROR_NO_DEVICE (100), so on a machine without the driver the binary
+# still runs on the CPU and refuses --device cuda cleanly.
 # CUDA_COMPUTE_CAP picks the GPU generation (90: H100/H200, 80: A100, 89: L40S).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,10 +41,12 @@ toolkit() {
     cargo fetch --quiet
     local sys
     sys=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs | tail -1)
-    grep -oE '^\s+fn cu[A-Za-z0-9_]+\(' "$sys" | sed -E 's/^\s+fn (cu[A-Za-z0-9_]+)\(/void \1(void) {}/' |
+    grep -oE '^\s+fn cu[A-Za-z0-9_]+\(' "$sys" | sed -E 's/^\s+fn (cu[A-Za-z0-9_]+)\(/int \1(void) { return 100; }/' |
       sort -u > "$tk/libcuda_stub.c"
     cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stubs/libcuda.so" "$tk/libcuda_stub.c"
   fi
+  # For running the CUDA build's CPU tests here: LD_LIBRARY_PATH="$stubs:$cuda_home/lib".
+  ln -sf libcuda.so "$stubs/libcuda.so.1"
   echo "CUDA toolkit ready: $cuda_home ($("$cuda_home/bin/nvcc" --version | tail -2 | head -1))"
 }
 

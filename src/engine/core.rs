@@ -637,3 +637,38 @@ impl EngineCore {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_activation_reserve_grows_with_the_token_budget_and_the_batch() {
+        let text = r#"{"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096,
+            "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "max_position_embeddings": 131072}"#;
+        let mc =
+            crate::model::ModelConfig::from_json_str(text, std::path::Path::new("config.json"))
+                .expect("a Llama-3.1-8B config");
+        let base = EngineConfig {
+            max_num_seqs: 256,
+            max_num_batched_tokens: 8192,
+            ..EngineConfig::default()
+        };
+        let reserve = activation_reserve(&mc, &base);
+        // 8192 tokens of the widest intermediates (bf16) plus 256 rows of logits.
+        let per_token = 2 * (6 * 4096 + 2 * 6144 + 3 * 14336);
+        let logits = 256 * 128_256 * 6;
+        assert_eq!(reserve, (8192 * per_token + logits + (256 << 20)) as u64);
+        assert!(
+            reserve < 4 << 30,
+            "a reserve of {reserve} bytes would starve the cache"
+        );
+        let smaller = EngineConfig {
+            max_num_batched_tokens: 512,
+            max_num_seqs: 16,
+            ..base
+        };
+        assert!(activation_reserve(&mc, &smaller) < reserve);
+    }
+}

@@ -115,6 +115,35 @@ impl ForwardBatch {
         }
     }
 
+    /// The sequence each row belongs to, in row order (what a kernel that sees only rows needs).
+    pub fn row_sequences(&self) -> Vec<u32> {
+        let mut rows = Vec::with_capacity(self.num_tokens());
+        for s in 0..self.num_seqs() {
+            let n = self.cu_seqlens[s + 1] - self.cu_seqlens[s];
+            rows.extend(std::iter::repeat_n(s as u32, n as usize));
+        }
+        rows
+    }
+
+    /// The block tables as one row-major `[num_seqs, width]` matrix, each padded with block 0
+    /// (never read: positions stop at the context length), and `width` (at least 1).
+    pub fn padded_block_tables(&self) -> (Vec<u32>, usize) {
+        let width = self
+            .block_tables
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut flat = vec![0u32; self.num_seqs() * width];
+        for (row, table) in flat.chunks_exact_mut(width).zip(&self.block_tables) {
+            for (slot, b) in row.iter_mut().zip(table) {
+                *slot = b.0;
+            }
+        }
+        (flat, width)
+    }
+
     pub fn validate(&self, block_size: usize, num_blocks: usize, vocab_size: usize) -> Result<()> {
         let bad = |m: String| Err(ModelError::Batch(m));
         let n = self.num_tokens();
@@ -176,5 +205,55 @@ impl ForwardBatch {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_know_their_sequence_and_tables_pad_to_one_width() {
+        let (a, b, c) = ([TokenId(1); 5], [TokenId(2)], [TokenId(3); 2]);
+        let tables = [
+            vec![BlockId(4), BlockId(9)],
+            vec![BlockId(7)],
+            vec![BlockId(1), BlockId(2), BlockId(3)],
+        ];
+        let batch = ForwardBatch::from_chunks(
+            &[
+                SequenceChunk {
+                    tokens: &a,
+                    num_computed_tokens: 0,
+                    block_table: &tables[0],
+                },
+                SequenceChunk {
+                    tokens: &b,
+                    num_computed_tokens: 3,
+                    block_table: &tables[1],
+                },
+                SequenceChunk {
+                    tokens: &c,
+                    num_computed_tokens: 9,
+                    block_table: &tables[2],
+                },
+            ],
+            4,
+            LogitsRows::All,
+        );
+        assert_eq!(batch.row_sequences(), [0, 0, 0, 0, 0, 1, 2, 2]);
+        let (flat, width) = batch.padded_block_tables();
+        assert_eq!(width, 3);
+        assert_eq!(flat, [4, 9, 0, 7, 0, 0, 1, 2, 3]);
+        let single = ForwardBatch::from_chunks(
+            &[SequenceChunk {
+                tokens: &b,
+                num_computed_tokens: 0,
+                block_table: &[],
+            }],
+            4,
+            LogitsRows::All,
+        );
+        assert_eq!(single.padded_block_tables(), (vec![0], 1));
     }
 }

@@ -194,6 +194,9 @@ impl ChatTemplate {
 /// An environment that behaves like transformers' `ImmutableSandboxedEnvironment`.
 fn jinja2_environment() -> Environment<'static> {
     let mut env = Environment::new();
+    // minijinja keeps the detail that names an undefined variable only in debug mode, which
+    // defaults to on in debug builds alone; template errors must read the same in release.
+    env.set_debug(true);
     let syntax = minijinja::syntax::SyntaxConfig::builder()
         .trim_blocks(true)
         .lstrip_blocks(true)

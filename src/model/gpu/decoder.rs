@@ -166,29 +166,12 @@ impl Step {
     fn new(batch: &ForwardBatch, rope: &Rope, block_size: usize, device: &Device) -> Result<Self> {
         let n = batch.num_tokens();
         let (cos, sin) = rope.cos_sin(&batch.positions, device)?;
-        let mut row_seq = Vec::with_capacity(n);
-        for s in 0..batch.num_seqs() {
-            let rows = batch.cu_seqlens[s + 1] - batch.cu_seqlens[s];
-            row_seq.extend(std::iter::repeat_n(s as u32, rows as usize));
-        }
-        let max_blocks = batch
-            .block_tables
-            .iter()
-            .map(Vec::len)
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut tables = vec![0u32; batch.num_seqs() * max_blocks];
-        for (s, t) in batch.block_tables.iter().enumerate() {
-            for (j, b) in t.iter().enumerate() {
-                tables[s * max_blocks + j] = b.0;
-            }
-        }
+        let (tables, max_blocks) = batch.padded_block_tables();
         Ok(Self {
             cos,
             sin,
             slots: Tensor::from_slice(&batch.slot_mapping, n, device)?,
-            row_seq: Tensor::from_vec(row_seq, n, device)?,
+            row_seq: Tensor::from_vec(batch.row_sequences(), n, device)?,
             row_pos: Tensor::from_slice(&batch.positions, n, device)?,
             block_tables: Tensor::from_vec(tables, (batch.num_seqs(), max_blocks), device)?,
             max_blocks,
