@@ -64,8 +64,13 @@ impl DeviceSpec {
                 "this build of enclave has no CUDA support, so --device {self} cannot run; rebuild with kernels/build-cuda.sh (cargo build --features cuda) or use --device cpu"
             ))),
             Self::Cuda(i) => Device::new_cuda(i).map_err(|e| {
+                // One line: the driver's answer without the backtrace candle may attach.
+                let cause = match &e {
+                    candle_core::Error::WithBacktrace { inner, .. } => inner.to_string(),
+                    other => other.to_string(),
+                };
                 ModelError::Device(format!(
-                    "cannot open GPU {i}: {e}; check that the NVIDIA driver is loaded (nvidia-smi) and that LD_LIBRARY_PATH holds the CUDA 13 libraries"
+                    "cannot open GPU {i}: {cause}; check that the NVIDIA driver is loaded (nvidia-smi) and that LD_LIBRARY_PATH holds the CUDA 13 libraries"
                 ))
             }),
         }
