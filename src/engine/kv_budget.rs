@@ -119,21 +119,18 @@ pub fn num_blocks(
     available: Option<u64>,
     max_useful: usize,
 ) -> Result<usize, EngineError> {
-    let memory = match memory {
-        KvCacheMemory::Auto => KvCacheMemory::FractionOfFree(HOST_SHARE),
-        m => m,
+    let share = |f: f64| -> Result<u64, EngineError> {
+        let free = available.ok_or_else(|| {
+            EngineError::Config(
+                "free memory is unknown on this system; give --kv-cache-memory in bytes".into(),
+            )
+        })?;
+        Ok((free as f64 * f) as u64)
     };
     let bytes = match memory {
-        KvCacheMemory::Auto => unreachable!("resolved above"),
         KvCacheMemory::Bytes(b) => b,
-        KvCacheMemory::FractionOfFree(f) => {
-            let free = available.ok_or_else(|| {
-                EngineError::Config(
-                    "free memory is unknown on this system; give --kv-cache-memory in bytes".into(),
-                )
-            })?;
-            (free as f64 * f) as u64
-        }
+        KvCacheMemory::Auto => share(HOST_SHARE)?,
+        KvCacheMemory::FractionOfFree(f) => share(f)?,
     };
     let blocks = (bytes / bytes_per_block.max(1) as u64) as usize;
     if blocks == 0 {

@@ -70,6 +70,15 @@ fn upload(view: &WeightView, shape: &[usize], device: &Device) -> Result<Tensor>
     Ok(host.to_dtype(DType::BF16)?.to_device(device)?)
 }
 
+/// Parts stacked along the first dimension; a single part is used as uploaded, since `cat`
+/// would copy it.
+fn stack(parts: Vec<Tensor>) -> Result<Tensor> {
+    match <[Tensor; 1]>::try_from(parts) {
+        Ok([t]) => Ok(t),
+        Err(parts) => Ok(Tensor::cat(&parts, 0)?),
+    }
+}
+
 struct Loader<'a> {
     w: &'a Weights,
     device: &'a Device,
@@ -97,12 +106,12 @@ impl Loader<'_> {
                 .iter()
                 .map(|(n, out)| self.get(&format!("{prefix}.{n}.bias"), &[*out]))
                 .collect::<Result<Vec<_>>>()?;
-            Some(Tensor::cat(&b, 0)?)
+            Some(stack(b)?)
         } else {
             None
         };
         Ok(GpuLinear {
-            weight: Tensor::cat(&weights, 0)?,
+            weight: stack(weights)?,
             bias,
         })
     }
