@@ -132,7 +132,7 @@ pub unsafe fn reshape_and_cache(
             with_view::<u32, _>(slots, slots.layout().start_offset(), |sv| {
                 let mut b = func.builder();
                 b.arg(&kv).arg(&vv).arg(&k_stride).arg(&v_stride);
-                match cache.slices_mut() {
+                match cache.slices() {
                     KvSlices::Bf16(kc, vc) => b.arg(kc).arg(vc),
                     KvSlices::F16(kc, vc) => b.arg(kc).arg(vc),
                     KvSlices::F32(kc, vc) => b.arg(kc).arg(vc),

@@ -86,17 +86,13 @@ impl CudaKv {
         }
     }
 
+    /// The buffers for a launch; a launch that writes them takes the cache `&mut` as well.
     pub fn slices(&self) -> KvSlices<'_> {
         match self {
             Self::Bf16 { k, v, .. } => KvSlices::Bf16(k, v),
             Self::F16 { k, v, .. } => KvSlices::F16(k, v),
             Self::F32 { k, v, .. } => KvSlices::F32(k, v),
         }
-    }
-
-    /// As `slices`, for a launch that writes the cache.
-    pub fn slices_mut(&mut self) -> KvSlices<'_> {
-        self.slices()
     }
 
     /// Copies the `len` elements at element offset `src` of both buffers to offset `dst`,
