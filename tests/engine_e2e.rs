@@ -12,7 +12,7 @@ use enclave::engine::{
     GenerateRequest, KvCacheMemory, SamplingParams, TokenStream,
 };
 use enclave::ids::TokenId;
-use enclave::model::{load_causal_lm, KvDtype};
+use enclave::model::{load_causal_lm, KvDtype, WeightDtype};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -26,8 +26,16 @@ struct Engine {
 }
 
 fn engine(config: EngineConfig, eos: Vec<TokenId>) -> Result<Engine> {
+    engine_with(WeightDtype::F32, config, eos)
+}
+
+fn engine_with(dtype: WeightDtype, config: EngineConfig, eos: Vec<TokenId>) -> Result<Engine> {
     let dir = tempfile::tempdir()?;
-    write_model_dir(dir.path(), &BuiltinShape::tiny(), 7)?;
+    let shape = BuiltinShape {
+        dtype,
+        ..BuiltinShape::tiny()
+    };
+    write_model_dir(dir.path(), &shape, 7)?;
     let model = load_causal_lm(dir.path(), &Device::Cpu)?;
     let handle = spawn_engine(model, config, eos)?;
     Ok(Engine { handle, _dir: dir })
@@ -144,9 +152,17 @@ fn wait_until_idle(handle: &EngineHandle) -> Result<()> {
 
 #[test]
 fn sixty_four_concurrent_requests_equal_sequential_runs() -> Result<()> {
-    for seeded in [false, true] {
+    // bf16 weights run the panel kernel on CPUs with AVX-512 BF16, f32 the tile kernel: each
+    // must give a row the same bits in any batch.
+    for (dtype, seeded) in [
+        (WeightDtype::F32, false),
+        (WeightDtype::F32, true),
+        (WeightDtype::Bf16, false),
+        (WeightDtype::Bf16, true),
+    ] {
         let requests = random_requests(64, seeded);
-        let alone = engine(
+        let alone = engine_with(
+            dtype,
             EngineConfig {
                 enable_prefix_caching: false,
                 ..config(4096)
@@ -156,7 +172,8 @@ fn sixty_four_concurrent_requests_equal_sequential_runs() -> Result<()> {
         let expect = sequential(&alone.handle, &requests)?;
         // A small budget forces chunked prefill beside decodes; a small cache forces
         // preemption; the prefix cache is on.
-        let batched = engine(
+        let batched = engine_with(
+            dtype,
             EngineConfig {
                 max_num_batched_tokens: 128,
                 ..config(30)
@@ -167,7 +184,7 @@ fn sixty_four_concurrent_requests_equal_sequential_runs() -> Result<()> {
         assert_eq!(
             tokens_only(&got),
             tokens_only(&expect),
-            "seeded {seeded}: batched tokens differ from one request at a time"
+            "{dtype:?} seeded {seeded}: batched tokens differ from one request at a time"
         );
         for o in &got {
             assert_eq!(o.samples[0].1, Some(FinishReason::Length));

@@ -29,13 +29,19 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> 
     }
 }
 
-/// A weight matrix readable by the kernels: in place in the mapping, resident in huge pages,
-/// or (for the rare misaligned file) an owned f32 copy.
+/// A weight matrix readable by the kernels: in place in the mapping, resident in huge pages
+/// (bf16 repacked into the panel kernel's layout where that kernel runs), or (for the rare
+/// misaligned file) an owned f32 copy.
 enum Matrix {
     Mapped(WeightView),
     Resident {
         bytes: ResidentBytes,
         dtype: WeightDtype,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Panels {
+        packed: ResidentBytes,
+        shape: super::cpu::panels::PanelShape,
     },
     Owned(Vec<f32>),
 }
@@ -56,16 +62,49 @@ impl Matrix {
         Ok(match residency {
             WeightResidency::Mapped => Self::Mapped(view),
             WeightResidency::HugePages => {
-                let bytes = ResidentBytes::copy_of(&view).map_err(|source| ModelError::Io {
+                let io = |source| ModelError::Io {
                     path: view.path().to_path_buf(),
                     source,
-                })?;
+                };
+                #[cfg(target_arch = "x86_64")]
+                if let Some(packed) = Self::packed(&view).map_err(io)? {
+                    return Ok(packed);
+                }
+                let bytes = ResidentBytes::copy_of(&view).map_err(io)?;
                 Self::Resident {
                     bytes,
                     dtype: view.dtype,
                 }
             }
         })
+    }
+
+    /// The panel-packed copy of a 2-D bf16 matrix, when the panel kernel can run here.
+    #[cfg(target_arch = "x86_64")]
+    fn packed(view: &WeightView) -> std::io::Result<Option<Self>> {
+        use super::cpu::panels::{self, PanelShape};
+        if view.dtype != WeightDtype::Bf16 || !panels::available() {
+            return Ok(None);
+        }
+        let (Some(src), &[n, k]) = (
+            typed_slice::<half::bf16>(view.bytes()),
+            view.shape.as_slice(),
+        ) else {
+            return Ok(None);
+        };
+        let shape = PanelShape { n, k };
+        let packed = ResidentBytes::filled::<u16>(shape.len(), |dst| {
+            let mut released = 0;
+            panels::pack(src, shape, dst, |rows| {
+                // Mapped pages behind us are done with; keep memory at one model's size.
+                let upto = rows * k * 2;
+                if upto - released >= 8 << 20 || rows == n {
+                    view.release_pages(released, upto);
+                    released = upto;
+                }
+            });
+        })?;
+        Ok(Some(Self::Panels { packed, shape }))
     }
 
     fn as_ref(&self) -> MatRef<'_> {
@@ -77,6 +116,10 @@ impl Matrix {
             Self::Resident { bytes, dtype } => {
                 mat_ref(bytes.bytes(), *dtype).unwrap_or(MatRef::F32(&[]))
             }
+            #[cfg(target_arch = "x86_64")]
+            Self::Panels { packed, shape } => {
+                MatRef::Panels(typed_slice(packed.bytes()).unwrap_or(&[]), *shape)
+            }
         }
     }
 
@@ -85,6 +128,8 @@ impl Matrix {
             Self::Owned(_) => WeightDtype::F32,
             Self::Mapped(v) => v.dtype,
             Self::Resident { dtype, .. } => *dtype,
+            #[cfg(target_arch = "x86_64")]
+            Self::Panels { .. } => WeightDtype::Bf16,
         }
     }
 }

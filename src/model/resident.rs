@@ -1,4 +1,4 @@
-//! Resident copies of weight matrices in transparent huge pages.
+//! Resident copies of weight matrices in transparent huge pages, as stored or repacked.
 //!
 //! A decode step streams every weight once; with 4 KiB pages the page walks, not DRAM, limit
 //! that stream (measured here: 24 GB/s with 4 KiB pages against 34 GB/s with 2 MiB pages for
@@ -8,7 +8,7 @@
 
 use memmap2::{Mmap, MmapMut};
 
-use super::weights::WeightView;
+use super::weights::{MappedElement, WeightView};
 
 const HUGE_PAGE: usize = 2 << 20;
 const CHUNK: usize = 8 << 20;
@@ -23,6 +23,23 @@ impl ResidentBytes {
     pub fn copy_of(view: &WeightView) -> std::io::Result<Self> {
         let src = view.bytes();
         let len = src.len();
+        Self::filled::<u8>(len, |dst| {
+            // Chunked, so the source pages of a large matrix never sit beside its whole copy.
+            for from in (0..len).step_by(CHUNK) {
+                let to = (from + CHUNK).min(len);
+                dst[from..to].copy_from_slice(&src[from..to]);
+                view.release_pages(from, to);
+            }
+        })
+    }
+
+    /// `count` zeroed values of `T` in huge pages, written once by `fill` and read-only after.
+    /// `fill` should release its source as it goes, as `copy_of` does.
+    pub fn filled<T: MappedElement>(
+        count: usize,
+        fill: impl FnOnce(&mut [T]),
+    ) -> std::io::Result<Self> {
+        let len = count * std::mem::size_of::<T>();
         // The extra huge page lets the data start on a 2 MiB boundary; the unused head is never
         // touched, so it costs address space only.
         let mut map = MmapMut::map_anon(len + HUGE_PAGE)?;
@@ -32,12 +49,12 @@ impl ResidentBytes {
             let _ = map.advise(memmap2::Advice::HugePage);
         }
         let offset = map.as_ptr().align_offset(HUGE_PAGE).min(HUGE_PAGE);
-        // Chunked, so the source pages of a large matrix never sit beside its whole copy.
-        for from in (0..len).step_by(CHUNK) {
-            let to = (from + CHUNK).min(len);
-            map[offset + from..offset + to].copy_from_slice(&src[from..to]);
-            view.release_pages(from, to);
-        }
+        let data = &mut map[offset..offset + len];
+        // SAFETY: the data starts on a 2 MiB boundary (or the map's own page-aligned start),
+        // aligned for any element type; the fresh anonymous mapping is zeroed, a valid bit
+        // pattern for every MappedElement; the mutable borrow of `map` bounds the slice.
+        let typed = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<T>(), count) };
+        fill(typed);
         Ok(Self {
             map: map.make_read_only()?,
             offset,

@@ -209,6 +209,8 @@ pub trait MappedElement: Copy + Send + Sync + 'static {}
 impl MappedElement for f32 {}
 impl MappedElement for f16 {}
 impl MappedElement for bf16 {}
+impl MappedElement for u8 {}
+impl MappedElement for u16 {}
 
 /// Every safetensors file of one model, indexed by tensor name.
 pub struct Weights {

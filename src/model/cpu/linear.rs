@@ -1,13 +1,14 @@
-//! `y = x · Wᵀ` on the CPU, with `W` (`[n, k]`, row-major, f32/f16/bf16) read in place from
-//! the loaded weights.
+//! `y = x · Wᵀ` on the CPU, with `W` (`[n, k]`, f32/f16/bf16) read in place from the loaded
+//! weights, row-major as stored or bf16 repacked into column panels at load.
 //!
 //! Invariant: batch invariance. A row of `x` gives the same bits whatever other rows share the
 //! call, so a sequence's tokens never depend on what else the engine batched with it (seeded
 //! sampling reproduces, and batched output equals one-sequence output exactly). Every row
-//! count therefore takes the same path: the AVX-512 tile GEMM, whose per-element summation
-//! order is fixed (see `gemm`), or, without AVX-512, one dot product per element. The tile
-//! kernel streams each weight row once per call, so decode (a few rows) stays memory-bound
-//! and prefill compute-bound on the same code. Depends only on `simd` and `gemm`.
+//! count of one matrix therefore takes the same path, with a per-element summation order
+//! fixed by that path: the panel kernel for packed bf16 (see `panels`), the AVX-512 tile GEMM
+//! for row-major weights (see `gemm`), or, without AVX-512, one dot product per element. Both
+//! kernels stream each weight once per call, so decode (a few rows) stays memory-bound and
+//! prefill compute-bound on the same code. Depends only on `simd`, `gemm` and `panels`.
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -22,6 +23,9 @@ pub enum MatRef<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     Bf16(&'a [bf16]),
+    /// bf16 weights repacked into column panels at load (see `panels`).
+    #[cfg(target_arch = "x86_64")]
+    Panels(&'a [u16], super::panels::PanelShape),
 }
 
 /// `out[t, j] = Σ_i x[t, i] · w[j, i]` for `t < rows`, `j < n`, `i < k`.
@@ -51,6 +55,12 @@ pub fn linear(x: &[f32], rows: usize, k: usize, w: MatRef<'_>, n: usize, out: &m
         MatRef::F32(w) => streamed(x, rows, k, w, n, out),
         MatRef::F16(w) => streamed(x, rows, k, w, n, out),
         MatRef::Bf16(w) => streamed(x, rows, k, w, n, out),
+        // Packed only where the panel kernel runs (`panels::available`).
+        #[cfg(target_arch = "x86_64")]
+        MatRef::Panels(packed, shape) => {
+            debug_assert_eq!((shape.n, shape.k), (n, k));
+            super::panels::gemm(x, rows, packed, shape, out)
+        }
     }
 }
 

@@ -13,5 +13,7 @@ pub mod gemm;
 pub mod linear;
 #[cfg(target_arch = "x86_64")]
 pub mod packed;
+#[cfg(target_arch = "x86_64")]
+pub mod panels;
 pub mod simd;
 pub mod tuning;
