@@ -99,6 +99,7 @@ fn streamed<T: Element>(x: &[f32], rows: usize, k: usize, w: &[T], n: usize, out
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::cpu::pseudo;
 
     fn reference(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
         let mut out = vec![0f32; rows * n];
@@ -110,18 +111,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]

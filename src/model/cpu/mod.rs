@@ -17,3 +17,17 @@ pub mod packed;
 pub mod panels;
 pub mod simd;
 pub mod tuning;
+
+/// Deterministic values in [-1, 1] for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}

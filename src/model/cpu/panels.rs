@@ -358,18 +358,7 @@ unsafe fn micro<const R: usize, const NP: usize>(blk: Block) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::model::cpu::pseudo;
 
     fn bits(v: &[f32]) -> Vec<bf16> {
         v.iter().map(|x| bf16::from_f32(*x)).collect()
