@@ -507,7 +507,7 @@ pub fn round_to_bf16(a: &[f32]) -> Vec<u16> {
     out
 }
 
-fn round_into(src: &[f32], dst: &mut [u16]) {
+pub(super) fn round_into(src: &[f32], dst: &mut [u16]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d = bf16::from_f32(*s).to_bits();
     }

@@ -15,7 +15,8 @@
 //! caches resumes from the partial sums stored in `C`, which is exact. A sequence's logits are
 //! therefore the same bits alone or in any batch.
 //!
-//! Only std, rayon and half; x86-64 with AVX-512 BF16 (check [`available`]).
+//! Depends on `gemm` only for its feature check and activation rounding; x86-64 with AVX-512
+//! BF16 (check [`available`]).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -23,6 +24,8 @@ use std::arch::x86_64::*;
 
 use half::bf16;
 use rayon::prelude::*;
+
+use super::gemm::round_into;
 
 /// Columns per panel: two zmm registers of bf16 pairs.
 pub const NR: usize = 32;
@@ -39,15 +42,9 @@ const MC: usize = 48;
 /// Panels per parallel task, at most; a whole number of tasks per thread keeps the threads even.
 const TASK_PANELS: usize = 16;
 
-/// Whether this CPU has the instructions (detected once).
+/// Whether this CPU has the instructions: the same set as the bf16 tile kernel's.
 pub fn available() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512bf16")
-    })
+    super::gemm::available_bf16()
 }
 
 /// The packed shape of an `[n, k]` matrix.
@@ -102,12 +99,11 @@ pub fn pack(src: &[bf16], shape: PanelShape, dst: &mut [u16], mut packed_rows: i
     }
 }
 
-/// Rounds `src` rows of `k` to bf16 into rows of `stride` (zero-padded), round to nearest even.
+/// Rounds `src` rows of `k` to bf16 into rows of `stride` (zero-padded), as the tile kernel
+/// rounds its activations.
 fn round_rows(src: &[f32], k: usize, stride: usize, dst: &mut [u16]) {
     let round = |(d, s): (&mut [u16], &[f32])| {
-        for (d, s) in d.iter_mut().zip(s) {
-            *d = bf16::from_f32(*s).to_bits();
-        }
+        round_into(s, &mut d[..k]);
         d[k..].fill(0);
     };
     if src.len() >= 64 * 1024 {
