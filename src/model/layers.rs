@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::cpu::linear::{linear, MatRef};
 use super::error::{ModelError, Result};
-use super::resident::ResidentBytes;
+use super::resident::{ResidentBytes, RELEASE_CHUNK};
 use super::weights::{typed_slice, WeightDtype, WeightResidency, WeightView, Weights};
 
 /// Runs `f` on the f32 elements of a contiguous CPU tensor without copying them.
@@ -98,7 +98,7 @@ impl Matrix {
             panels::pack(src, shape, dst, |rows| {
                 // Mapped pages behind us are done with; keep memory at one model's size.
                 let upto = rows * k * 2;
-                if upto - released >= 8 << 20 || rows == n {
+                if upto - released >= RELEASE_CHUNK || rows == n {
                     view.release_pages(released, upto);
                     released = upto;
                 }

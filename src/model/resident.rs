@@ -11,7 +11,8 @@ use memmap2::{Mmap, MmapMut};
 use super::weights::{MappedElement, WeightView};
 
 const HUGE_PAGE: usize = 2 << 20;
-const CHUNK: usize = 8 << 20;
+/// Source bytes copied between releases of the mapped pages behind them.
+pub const RELEASE_CHUNK: usize = 8 << 20;
 
 pub struct ResidentBytes {
     map: Mmap,
@@ -25,8 +26,8 @@ impl ResidentBytes {
         let len = src.len();
         Self::filled::<u8>(len, |dst| {
             // Chunked, so the source pages of a large matrix never sit beside its whole copy.
-            for from in (0..len).step_by(CHUNK) {
-                let to = (from + CHUNK).min(len);
+            for from in (0..len).step_by(RELEASE_CHUNK) {
+                let to = (from + RELEASE_CHUNK).min(len);
                 dst[from..to].copy_from_slice(&src[from..to]);
                 view.release_pages(from, to);
             }

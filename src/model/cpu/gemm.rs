@@ -11,6 +11,8 @@ use std::arch::x86_64::*;
 use half::bf16;
 use rayon::prelude::*;
 
+use super::OutPtr;
+
 /// `k` elements per chunk: a 4-row tile of each operand stays in L1.
 pub const KC: usize = 1024;
 /// Rows of `a` up to which `b` is streamed once instead of blocked in L2. The loop order never
@@ -32,12 +34,6 @@ pub fn available_bf16() -> bool {
             && std::arch::is_x86_feature_detected!("avx512bf16")
     })
 }
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint column ranges of the output (see `run_blocks`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
 
 /// Splits the `n` columns into blocks handled by rayon tasks; each task owns its columns of
 /// every row of `c`, so no two tasks write the same element.

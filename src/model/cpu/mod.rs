@@ -18,6 +18,18 @@ pub mod panels;
 pub mod simd;
 pub mod tuning;
 
+/// The output matrix's pointer, handed to the tasks of a parallel kernel. Each kernel gives
+/// every task a disjoint set of output columns (`gemm::run_blocks`, `packed::gemm_parallel`,
+/// `panels::gemm`), which is what makes sharing it across threads sound.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: see the type's doc: no two tasks write the same element.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Send for OutPtr {}
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for OutPtr {}
+
 /// Deterministic values in [-1, 1] for the kernels' tests.
 #[cfg(test)]
 pub(crate) fn pseudo(n: usize, seed: u32) -> Vec<f32> {

@@ -22,6 +22,8 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use super::OutPtr;
+
 /// Columns per packed panel of `B`: two zmm vectors per `k` step.
 pub const NR: usize = 32;
 /// zmm vectors per panel row.
@@ -209,13 +211,6 @@ pub fn gemm_parallel(a: &[f32], m: usize, k: usize, b: &PackedB) -> Vec<f32> {
     unsafe { c.set_len(len) };
     c
 }
-
-/// The output pointer, shared by the tasks of [`gemm_parallel`].
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the tasks given a copy write disjoint columns only (see `gemm_parallel`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// Through a method, so that closures capture the whole (`Sync`) wrapper, not the field.

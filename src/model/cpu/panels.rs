@@ -26,6 +26,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::gemm::round_into;
+use super::OutPtr;
 
 /// Columns per panel: two zmm registers of bf16 pairs.
 pub const NR: usize = 32;
@@ -114,12 +115,6 @@ fn round_rows(src: &[f32], k: usize, stride: usize, dst: &mut [u16]) {
         dst.chunks_mut(stride).zip(src.chunks(k)).for_each(round);
     }
 }
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes only the columns of its own panels (see `gemm`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
 
 /// `c[m, n] = bf16(a[m, k]) · bᵀ` with `b` packed by [`pack`] for `shape`.
 /// Requires [`available`].
