@@ -124,8 +124,9 @@ mod blocked {
     use rayon::prelude::*;
 
     use super::{AttentionShape, Element, SeqAttention};
-    use crate::model::cpu::attention_rows::{attend_row, softmax_visible, HeadView};
+    use crate::model::cpu::attention_rows::{attend_row, HeadView};
     use crate::model::cpu::gemm::{gemm_f32_serial, KC};
+    use crate::model::cpu::softmax::softmax_visible;
 
     /// Query rows up to which a sequence reads the cache in place rather than gathering its
     /// whole context (the same bits either way; see `attention_rows`).
@@ -206,7 +207,8 @@ mod blocked {
                 let pos = first_pos + r;
                 let qi = ((seq.query_start + r) * heads + kv_head * group) * hd;
                 let bounds = (start, lowest(pos), pos);
-                attend_row(&view, &q[qi..qi + group * hd], bounds, shape.scale, o);
+                // SAFETY: `paged_attention` checked AVX-512F.
+                unsafe { attend_row(&view, &q[qi..qi + group * hd], bounds, shape.scale, o) };
             }
             return out;
         }
@@ -255,7 +257,9 @@ mod blocked {
                 gemm_f32_serial(&qh, m, hd, &keys, cols, &mut scores);
                 for (i, row) in scores.chunks_exact_mut(cols).enumerate() {
                     let pos = first_pos + r0 + i / group;
-                    softmax_visible(row, lowest(pos) - start, pos - start, shape.scale);
+                    // SAFETY: `paged_attention` checked AVX-512F; `lowest(pos) <= pos`, both
+                    // at or after `start` and before the block's last column.
+                    unsafe { softmax_visible(row, lowest(pos) - start, pos - start, shape.scale) };
                 }
                 let mut oh = vec![0f32; m * hd];
                 gemm_f32_serial_strided(&scores, m, cols, &values_t, span, hd, &mut oh);
@@ -499,16 +503,28 @@ mod tests {
     }
 
     /// Decode rows read the cache in place; over a context longer than one `KC` chunk, and
-    /// with a window whose gather starts past 0, they still equal the gathered result.
+    /// with a window whose gather starts past 0, they still equal the gathered result, for f32
+    /// and bf16 caches, head sizes that are and are not a multiple of 16, and groups of 1 to 7
+    /// query heads per key/value head.
     #[test]
     fn in_place_decode_rows_equal_the_gathered_path_across_chunks() {
-        let (heads, kv_heads, hd, bs) = (2, 1, 16, 16);
+        for dims in [(2, 1, 16), (14, 2, 64), (6, 2, 40)] {
+            decode_rows_equal_gathered::<f32>(dims);
+            decode_rows_equal_gathered::<half::bf16>(dims);
+        }
+    }
+
+    fn decode_rows_equal_gathered<T: Element>((heads, kv_heads, hd): (usize, usize, usize)) {
+        let bs = 16;
         let total: usize = 1100;
         let num_blocks = total.div_ceil(bs);
         let table: Vec<u32> = (0..num_blocks as u32).rev().collect();
         let (kc, vc) = scattered_cache(total, &table, num_blocks, (bs, kv_heads, hd));
+        let kc: Vec<T> = kc.into_iter().map(T::from_f32).collect();
+        let vc: Vec<T> = vc.into_iter().map(T::from_f32).collect();
         let q = vals(total * heads * hd, 1);
         let row = heads * hd;
+        let name = std::any::type_name::<T>();
         for window in [None, Some(70)] {
             let shape = AttentionShape {
                 num_heads: heads,
@@ -526,7 +542,7 @@ mod tests {
             };
             let mut whole = vec![0f32; q.len()];
             paged_attention(&q, &kc, &vc, &[whole_seq], shape, &mut whole);
-            for pos in [5, 1023, 1030, 1099] {
+            for pos in [0, 5, 16, 1023, 1030, 1099] {
                 let one = SeqAttention {
                     query_start: 0,
                     query_len: 1,
@@ -544,7 +560,8 @@ mod tests {
                 );
                 assert!(
                     out == whole[pos * row..(pos + 1) * row],
-                    "window {window:?}: decode row at {pos} differs from the gathered result"
+                    "{name} {heads}/{kv_heads}x{hd} window {window:?}: decode row at {pos} \
+                     differs from the gathered result"
                 );
             }
         }

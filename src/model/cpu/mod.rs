@@ -16,6 +16,8 @@ pub mod packed;
 #[cfg(target_arch = "x86_64")]
 pub mod panels;
 pub mod simd;
+#[cfg(target_arch = "x86_64")]
+mod softmax;
 pub mod tuning;
 
 /// The output matrix's pointer, handed to the tasks of a parallel kernel. Each kernel gives
