@@ -15,12 +15,6 @@ use super::gemm::KC;
 use super::simd::Element;
 use super::softmax::softmax_visible;
 
-/// The tile kernel's reduction of one 16-lane accumulator.
-fn tree(lanes: &[f32; 16]) -> f32 {
-    let h: [f32; 8] = std::array::from_fn(|j| lanes[j] + lanes[j + 8]);
-    ((h[0] + h[1]) + (h[2] + h[3])) + ((h[4] + h[5]) + (h[6] + h[7]))
-}
-
 /// The tile kernel's 16 accumulator lanes of `Σ a[i]·b[i]` before their reduction
 /// (`a.len() <= KC`).
 ///
@@ -51,8 +45,9 @@ unsafe fn dot_lanes(a: &[f32], b: &[f32]) -> __m512 {
     acc
 }
 
-/// `tree` of each of 16 accumulators at once: lane `i` of the result is `tree(acc[i])`, with
-/// exactly the tree's additions (floating-point addition is commutative, so only the pairing
+/// The tile kernel's reduction of each of 16 accumulators at once: lane `i` of the result is
+/// `((h0+h1)+(h2+h3))+((h4+h5)+(h6+h7))` over `h[j] = acc[i][j] + acc[i][j+8]`, with exactly
+/// the tree's additions (floating-point addition is commutative, so only the pairing
 /// matters). Each level adds the halves that the tree pairs, two accumulators per vector
 /// first, then four, eight and sixteen.
 ///
@@ -86,27 +81,6 @@ unsafe fn tree16(acc: &[__m512; 16]) -> __m512 {
     pairs(r[0], r[1])
 }
 
-/// `acc[d] = fma(p, v[d], acc[d])`: the tile kernel's step for one position's lane.
-///
-/// # Safety
-/// AVX-512F must be present; `v` at least as long as `acc`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn fma_lane(acc: &mut [f32], p: f32, v: &[f32]) {
-    let n = acc.len();
-    let pv = _mm512_set1_ps(p);
-    let mut d = 0;
-    while d + 16 <= n {
-        let a = _mm512_loadu_ps(acc.as_ptr().add(d));
-        let x = _mm512_loadu_ps(v.as_ptr().add(d));
-        _mm512_storeu_ps(acc.as_mut_ptr().add(d), _mm512_fmadd_ps(pv, x, a));
-        d += 16;
-    }
-    for i in d..n {
-        acc[i] = p.mul_add(v[i], acc[i]);
-    }
-}
-
 /// Where one (sequence, key/value head) pair's rows read the cache.
 pub(crate) struct HeadView<'a, T> {
     pub k_cache: &'a [T],
@@ -119,10 +93,80 @@ pub(crate) struct HeadView<'a, T> {
     pub head_dim: usize,
 }
 
-impl<T: Element> HeadView<'_, T> {
-    fn at(&self, pos: usize) -> usize {
-        let bs = self.block_size;
-        (self.block_table[pos / bs] as usize * bs + pos % bs) * self.kv_row + self.kv_off
+/// The cache offsets of consecutive positions, walked block by block: one division when it
+/// starts rather than one per position, which for a long context cost more than the products.
+struct Slots<'a> {
+    block_table: &'a [u32],
+    block_size: usize,
+    kv_row: usize,
+    kv_off: usize,
+    block: usize,
+    within: usize,
+}
+
+impl<'a> Slots<'a> {
+    fn from<T>(view: &HeadView<'a, T>, pos: usize) -> Self {
+        Slots {
+            block_table: view.block_table,
+            block_size: view.block_size,
+            kv_row: view.kv_row,
+            kv_off: view.kv_off,
+            block: pos / view.block_size,
+            within: pos % view.block_size,
+        }
+    }
+
+    /// The offset of the current position's row of this head; moves to the next position.
+    #[inline]
+    fn next_at(&mut self) -> usize {
+        let slot = self.block_table[self.block] as usize * self.block_size + self.within;
+        self.within += 1;
+        if self.within == self.block_size {
+            self.within = 0;
+            self.block += 1;
+        }
+        slot * self.kv_row + self.kv_off
+    }
+}
+
+/// How far ahead of the position being read its cache row is requested. A sequence's blocks
+/// lie anywhere in the cache, so the hardware prefetchers lose the stream at every block
+/// boundary, and a long context's decode row otherwise waits on memory for most of its keys
+/// and values.
+const PREFETCH_AHEAD: usize = 32;
+
+/// Requests the rows of positions `PREFETCH_AHEAD` ahead, one per position read.
+struct Prefetch<'a> {
+    slots: Slots<'a>,
+    left: usize,
+    row_bytes: usize,
+}
+
+impl<'a> Prefetch<'a> {
+    /// Runs from `PREFETCH_AHEAD` past `pos` up to (not including) `end`.
+    fn ahead_of<T>(view: &HeadView<'a, T>, pos: usize, end: usize) -> Self {
+        let from = (pos + PREFETCH_AHEAD).min(end);
+        Prefetch {
+            slots: Slots::from(view, from),
+            left: end - from,
+            row_bytes: view.head_dim * std::mem::size_of::<T>(),
+        }
+    }
+
+    #[inline]
+    fn touch<T>(&mut self, cache: &[T]) {
+        if self.left == 0 {
+            return;
+        }
+        self.left -= 1;
+        let row = cache
+            .as_ptr()
+            .wrapping_add(self.slots.next_at())
+            .cast::<i8>();
+        for off in (0..self.row_bytes).step_by(64) {
+            // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(off)) };
+        }
     }
 }
 
@@ -149,10 +193,13 @@ pub(crate) unsafe fn attend_row<T: Element>(
     // Positions past the last are zero keys; their scores are computed and dropped.
     let mut keys = vec![0f32; 16 * hd];
     let mut i0 = lo - start;
+    let mut slots = Slots::from(view, lo);
+    let mut ahead = Prefetch::ahead_of(view, lo, start + cols);
     while i0 < cols {
         let n = (cols - i0).min(16);
-        for (i, w) in keys.chunks_exact_mut(hd).take(n).enumerate() {
-            let at = view.at(start + i0 + i);
+        for w in keys.chunks_exact_mut(hd).take(n) {
+            ahead.touch(view.k_cache);
+            let at = slots.next_at();
             for (w, k) in w.iter_mut().zip(&view.k_cache[at..at + hd]) {
                 *w = k.to_f32();
             }
@@ -169,28 +216,70 @@ pub(crate) unsafe fn attend_row<T: Element>(
     for row in scores.chunks_exact_mut(cols) {
         softmax_visible(row, lo - start, pos - start, scale);
     }
-    // Per head, 16 lanes of `hd` partial sums.
-    let mut acc = vec![0f32; group * 16 * hd];
-    let mut widened = vec![0f32; hd];
+    // Each chunk's values widened once, then per head and 16 output columns a register
+    // accumulator per lane, reduced by the tile kernel's tree when the chunk ends.
+    let mut values = Vec::with_capacity(KC.min(cols) * hd);
+    let mut slots = Slots::from(view, start);
+    let mut ahead = Prefetch::ahead_of(view, start, start + cols);
     for c in 0..cols.div_ceil(KC) {
-        acc.fill(0.0);
-        for j in c * KC..cols.min((c + 1) * KC) {
-            let at = view.at(start + j);
-            for (w, v) in widened.iter_mut().zip(&view.v_cache[at..at + hd]) {
-                *w = v.to_f32();
-            }
-            let lane = j % 16;
-            for g in 0..group {
-                let a = &mut acc[(g * 16 + lane) * hd..(g * 16 + lane + 1) * hd];
-                fma_lane(a, scores[g * cols + j], &widened);
-            }
+        let (j0, j1) = (c * KC, cols.min((c + 1) * KC));
+        values.clear();
+        for _ in j0..j1 {
+            ahead.touch(view.v_cache);
+            let at = slots.next_at();
+            values.extend(view.v_cache[at..at + hd].iter().map(|v| v.to_f32()));
         }
-        for (g, o) in out.chunks_exact_mut(hd).enumerate() {
-            for (d, o) in o.iter_mut().enumerate() {
-                let lanes: [f32; 16] = std::array::from_fn(|l| acc[(g * 16 + l) * hd + d]);
-                let r = tree(&lanes);
-                *o = if c == 0 { r } else { *o + r };
+        for g in 0..group {
+            let probs = &scores[g * cols + j0..g * cols + j1];
+            for d0 in (0..hd).step_by(16) {
+                let m = ((1u32 << (hd - d0).min(16)) - 1) as __mmask16;
+                let r = weighted_values(probs, &values, hd, d0, m);
+                let o = out.as_mut_ptr().add(g * hd + d0);
+                let r = if c == 0 {
+                    r
+                } else {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(m, o), r)
+                };
+                _mm512_mask_storeu_ps(o, m, r);
             }
         }
     }
+}
+
+/// `Σ_j probs[j] · values[j, d0..d0 + 16]` (the columns in `m`) as the tile kernel sums one
+/// chunk of `P·V`: position `j` goes to lane `j % 16` (chunks start at multiples of 16), each
+/// lane an FMA chain in position order, and the lanes meet in the tile's reduction tree.
+///
+/// # Safety
+/// AVX-512F must be present; `values` holds `probs.len()` rows of `hd`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn weighted_values(
+    probs: &[f32],
+    values: &[f32],
+    hd: usize,
+    d0: usize,
+    m: __mmask16,
+) -> __m512 {
+    let n = probs.len();
+    debug_assert!(values.len() >= n * hd);
+    let v = values.as_ptr().add(d0);
+    let mut acc = [_mm512_setzero_ps(); 16];
+    let mut j = 0;
+    while j + 16 <= n {
+        for (l, a) in acc.iter_mut().enumerate() {
+            let row = _mm512_maskz_loadu_ps(m, v.add((j + l) * hd));
+            *a = _mm512_fmadd_ps(_mm512_set1_ps(*probs.get_unchecked(j + l)), row, *a);
+        }
+        j += 16;
+    }
+    for (l, a) in acc.iter_mut().enumerate().take(n - j) {
+        let row = _mm512_maskz_loadu_ps(m, v.add((j + l) * hd));
+        *a = _mm512_fmadd_ps(_mm512_set1_ps(*probs.get_unchecked(j + l)), row, *a);
+    }
+    let h: [__m512; 8] = std::array::from_fn(|i| _mm512_add_ps(acc[i], acc[i + 8]));
+    _mm512_add_ps(
+        _mm512_add_ps(_mm512_add_ps(h[0], h[1]), _mm512_add_ps(h[2], h[3])),
+        _mm512_add_ps(_mm512_add_ps(h[4], h[5]), _mm512_add_ps(h[6], h[7])),
+    )
 }
