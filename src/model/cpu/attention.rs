@@ -296,7 +296,7 @@ mod tests {
 
     fn vals(n: usize, m: u32) -> Vec<f32> {
         (0..n)
-            .map(|i| (((i as u32 * 7919 + m) % 97) as f32 / 48.0) - 1.0)
+            .map(|i| (((i as u32).wrapping_mul(7919).wrapping_add(m) % 97) as f32 / 48.0) - 1.0)
             .collect()
     }
 
