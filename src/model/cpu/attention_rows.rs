@@ -11,6 +11,7 @@
 
 use std::arch::x86_64::*;
 
+use super::first_lanes;
 use super::gemm::KC;
 use super::simd::Element;
 use super::softmax::softmax_visible;
@@ -208,7 +209,7 @@ pub(crate) unsafe fn attend_row<T: Element>(
         for (g, q) in queries.chunks_exact(hd).enumerate() {
             let lanes: [__m512; 16] =
                 std::array::from_fn(|i| dot_lanes(q, &keys[i * hd..(i + 1) * hd]));
-            let m = ((1u32 << n) - 1) as __mmask16;
+            let m = first_lanes(n);
             _mm512_mask_storeu_ps(scores.as_mut_ptr().add(g * cols + i0), m, tree16(&lanes));
         }
         i0 += n;
@@ -232,7 +233,7 @@ pub(crate) unsafe fn attend_row<T: Element>(
         for g in 0..group {
             let probs = &scores[g * cols + j0..g * cols + j1];
             for d0 in (0..hd).step_by(16) {
-                let m = ((1u32 << (hd - d0).min(16)) - 1) as __mmask16;
+                let m = first_lanes((hd - d0).min(16));
                 let r = weighted_values(probs, &values, hd, d0, m);
                 let o = out.as_mut_ptr().add(g * hd + d0);
                 let r = if c == 0 {

@@ -317,7 +317,7 @@ impl WideWeight for f32 {
     }
     #[inline]
     unsafe fn load_tail(p: *const Self, count: usize) -> __m512 {
-        _mm512_maskz_loadu_ps(((1u32 << count) - 1) as __mmask16, p)
+        _mm512_maskz_loadu_ps(super::first_lanes(count), p)
     }
 }
 
@@ -346,7 +346,7 @@ impl WideWeight for bf16 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn masked_u16x16(p: *const u16, count: usize) -> __m256i {
-    _mm256_maskz_loadu_epi16(((1u32 << count) - 1) as __mmask16, p.cast())
+    _mm256_maskz_loadu_epi16(super::first_lanes(count), p.cast())
 }
 
 #[inline]

@@ -32,6 +32,20 @@ unsafe impl Send for OutPtr {}
 #[cfg(target_arch = "x86_64")]
 unsafe impl Sync for OutPtr {}
 
+/// The mask of the first `count` lanes (at most 16) of a 16-lane vector.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn first_lanes(count: usize) -> std::arch::x86_64::__mmask16 {
+    ((1u32 << count) - 1) as std::arch::x86_64::__mmask16
+}
+
+/// The lanes of 16-lane vector `v` of a row that holds `cols` real columns.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn column_lanes(cols: usize, v: usize) -> std::arch::x86_64::__mmask16 {
+    first_lanes(cols.saturating_sub(v * 16).min(16))
+}
+
 /// Deterministic values in [-1, 1] for the kernels' tests.
 #[cfg(test)]
 pub(crate) fn pseudo(n: usize, seed: u32) -> Vec<f32> {

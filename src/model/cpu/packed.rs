@@ -22,7 +22,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::OutPtr;
+use super::{column_lanes, OutPtr};
 
 /// Columns per packed panel of `B`: two zmm vectors per `k` step.
 pub const NR: usize = 32;
@@ -455,13 +455,6 @@ unsafe fn dispatch_group<const R: usize>(g: usize, call: Call) {
     }
 }
 
-/// Lanes of vector `v` (counted across the group) that hold real columns.
-#[inline(always)]
-fn lane_mask(cols: usize, v: usize) -> __mmask16 {
-    let live = cols.saturating_sub(v * 16).min(16);
-    ((1u32 << live) - 1) as __mmask16
-}
-
 /// The micro-kernel: an `R`-row × `P`-panel block of `C` in `R · P · V` zmm accumulators,
 /// updated by one rank-1 product per `k` step. Each accumulator lane is one output element's
 /// running fused dot product; the per-element arithmetic does not depend on `R` or `P`.
@@ -506,7 +499,7 @@ unsafe fn kernel<const R: usize, const P: usize>(call: Call) {
                     let lane = q * V + v;
                     // SAFETY: masked to the valid columns of row r, which the caller vouches for.
                     *x = unsafe {
-                        _mm512_maskz_loadu_ps(lane_mask(cols, lane), c.add(r * ldc + lane * 16))
+                        _mm512_maskz_loadu_ps(column_lanes(cols, lane), c.add(r * ldc + lane * 16))
                     };
                 }
             }
@@ -542,7 +535,7 @@ unsafe fn kernel<const R: usize, const P: usize>(call: Call) {
                 let lane = q * V + v;
                 // SAFETY: as for the loads above.
                 unsafe {
-                    _mm512_mask_storeu_ps(c.add(r * ldc + lane * 16), lane_mask(cols, lane), *x)
+                    _mm512_mask_storeu_ps(c.add(r * ldc + lane * 16), column_lanes(cols, lane), *x)
                 };
             }
         }

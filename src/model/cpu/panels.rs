@@ -26,7 +26,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::gemm::round_into;
-use super::OutPtr;
+use super::{column_lanes, OutPtr};
 
 /// Columns per panel: two zmm registers of bf16 pairs.
 pub const NR: usize = 32;
@@ -268,13 +268,6 @@ unsafe fn dispatch(b: Block, mr: usize, np: usize) {
     }
 }
 
-/// Lane mask for the 16 columns of vector `v` when `cols` are valid.
-#[inline]
-fn lanes(cols: usize, v: usize) -> __mmask16 {
-    let valid = cols.saturating_sub(v * 16).min(16);
-    ((1u32 << valid) - 1) as __mmask16
-}
-
 /// `R` rows × `NP` panels: `R · 2NP` accumulators over `b.pairs` pairs.
 ///
 /// # Safety
@@ -305,7 +298,7 @@ unsafe fn micro<const R: usize, const NP: usize>(blk: Block) {
                     *x = if full {
                         unsafe { _mm512_loadu_ps(p) }
                     } else {
-                        unsafe { _mm512_maskz_loadu_ps(lanes(cols, 2 * g + v), p) }
+                        unsafe { _mm512_maskz_loadu_ps(column_lanes(cols, 2 * g + v), p) }
                     };
                 }
             }
@@ -339,7 +332,7 @@ unsafe fn micro<const R: usize, const NP: usize>(blk: Block) {
                 if full {
                     unsafe { _mm512_storeu_ps(p, *x) };
                 } else {
-                    unsafe { _mm512_mask_storeu_ps(p, lanes(cols, 2 * g + v), *x) };
+                    unsafe { _mm512_mask_storeu_ps(p, column_lanes(cols, 2 * g + v), *x) };
                 }
             }
         }

@@ -5,10 +5,12 @@
 //! sequential max and a sequential sum made a large share of the prefill. Every path of the
 //! attention (whole-context matrix products and the in-place decode rows) calls this one
 //! function on the same visible range, so its result, whatever its rounding, is the same for a
-//! query row however the sequence was chunked. Only built for x86-64; depends on nothing else
-//! in the crate.
+//! query row however the sequence was chunked. Only built for x86-64; depends only on `cpu`'s
+//! lane masks.
 
 use std::arch::x86_64::*;
+
+use super::first_lanes;
 
 /// Turns raw scores into probabilities over `lo..=hi` (after multiplying by `scale`, which is
 /// positive), zeroing the rest of the row.
@@ -20,11 +22,6 @@ pub(crate) unsafe fn softmax_visible(row: &mut [f32], lo: usize, hi: usize, scal
     softmax(&mut row[lo..=hi], scale);
     row[..lo].fill(0.0);
     row[hi + 1..].fill(0.0);
-}
-
-/// The lanes of the tail of a slice of `n` elements after `i` whole vectors.
-fn tail_mask(n: usize, i: usize) -> __mmask16 {
-    ((1u32 << (n - i)) - 1) as __mmask16
 }
 
 /// `v[i] = exp(v[i]·scale − max) / Σ` in place.
@@ -41,7 +38,7 @@ unsafe fn softmax(v: &mut [f32], scale: f32) {
         i += 16;
     }
     if i < n {
-        let s = _mm512_mask_loadu_ps(neg_inf, tail_mask(n, i), p.add(i));
+        let s = _mm512_mask_loadu_ps(neg_inf, first_lanes(n - i), p.add(i));
         mx = _mm512_max_ps(mx, _mm512_mul_ps(s, sc));
     }
     let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
@@ -56,7 +53,7 @@ unsafe fn softmax(v: &mut [f32], scale: f32) {
         i += 16;
     }
     if i < n {
-        let m = tail_mask(n, i);
+        let m = first_lanes(n - i);
         let e = exp_nonpositive(shifted(_mm512_maskz_loadu_ps(m, p.add(i))));
         _mm512_mask_storeu_ps(p.add(i), m, e);
         sum = _mm512_mask_add_ps(sum, m, sum, e);
@@ -68,7 +65,7 @@ unsafe fn softmax(v: &mut [f32], scale: f32) {
         i += 16;
     }
     if i < n {
-        let m = tail_mask(n, i);
+        let m = first_lanes(n - i);
         let e = _mm512_maskz_loadu_ps(m, p.add(i));
         _mm512_mask_storeu_ps(p.add(i), m, _mm512_mul_ps(e, inv));
     }
